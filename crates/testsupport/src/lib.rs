@@ -58,7 +58,9 @@ impl EtcdServer {
     /// When `/usr/bin/etcd` is missing, or the server does not become healthy in time.
     pub fn start() -> EtcdServer {
         if !Path::new(ETCD_BIN).exists() {
-            panic!("etcd not found: install Debian package etcd-server (apt-get install etcd-server)");
+            panic!(
+                "etcd not found: install Debian package etcd-server (apt-get install etcd-server)"
+            );
         }
         let dir = tempfile::Builder::new()
             .prefix("commissaire-etcd-")

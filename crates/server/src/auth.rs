@@ -1,0 +1,415 @@
+//! Authentication: plugins tried in order, first success wins, as in the original.
+//!
+//! Only `httpbasicauth` exists so far (also accepted as
+//! `commissaire_http.authentication.httpbasicauth`): users with bcrypt hashes from a JSON file
+//! (`filepath`) and/or inline (`users`). bcrypt is slow by design, so it runs on the blocking
+//! pool, and a successful check is remembered for a short time under a keyed digest of the
+//! credentials (never the password itself) so a client repeating the same good credentials
+//! does not pay bcrypt on every request. The cache is dropped whenever the users file changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::{Rng, RngCore};
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use crate::config::PluginConfig;
+use crate::error::ApiError;
+
+/// How long verified credentials are remembered.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Bound on remembered credentials (the cache is cleared when full).
+const CACHE_MAX: usize = 10_000;
+
+/// The authenticated user, put in request extensions for handlers and logs.
+#[derive(Clone, Debug)]
+pub struct AuthUser(pub String);
+
+/// The outcome of one plugin.
+enum Outcome {
+    Allowed(String),
+    Rejected,
+    /// The request carries nothing this plugin understands.
+    NotMine,
+}
+
+/// A user table: name → bcrypt hash.
+type Users = HashMap<String, String>;
+
+fn parse_users(v: &Value, origin: &str) -> Result<Users, String> {
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "{origin}: users must be an object like {{\"alice\": {{\"hash\": \"$2b$...\"}}}}"
+        ));
+    };
+    let mut users = Users::new();
+    for (name, entry) in map {
+        let hash = entry
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{origin}: user {name:?} needs a \"hash\" string"))?;
+        if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+            return Err(format!(
+                "{origin}: user {name:?}: the hash must be bcrypt ($2a$, $2b$ or $2y$)"
+            ));
+        }
+        users.insert(name.clone(), hash.to_string());
+    }
+    Ok(users)
+}
+
+fn read_users_file(path: &Path) -> Result<Users, String> {
+    let origin = format!("users file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: {e}"))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{origin}: not valid JSON: {e}"))?;
+    parse_users(&v, &origin)
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+struct UsersState {
+    users: Users,
+    stamp: Option<(SystemTime, u64)>,
+    /// Digest of credentials → when the memory of their success expires.
+    verified: HashMap<[u8; 32], Instant>,
+}
+
+/// HTTP basic authentication against bcrypt hashes.
+pub struct BasicAuth {
+    filepath: Option<PathBuf>,
+    inline: Users,
+    state: Mutex<UsersState>,
+    cache_key: [u8; 32],
+    /// A hash to verify against for unknown users, so their answer takes as long.
+    dummy_hash: String,
+}
+
+impl BasicAuth {
+    /// Builds the plugin from its options (`filepath`, `users`). A missing or invalid users
+    /// file is an error at start-up, not a silent lockout.
+    pub fn from_options(options: &Map<String, Value>) -> Result<Self, String> {
+        let mut filepath = None;
+        let mut inline = Users::new();
+        for (k, v) in options {
+            match k.as_str() {
+                "filepath" => {
+                    let p = v
+                        .as_str()
+                        .ok_or("httpbasicauth: filepath must be a string")?;
+                    filepath = Some(PathBuf::from(p));
+                }
+                "users" => {
+                    let v = match v {
+                        // From the command line the value is a JSON string.
+                        Value::String(s) => serde_json::from_str(s)
+                            .map_err(|e| format!("httpbasicauth: users is not valid JSON: {e}"))?,
+                        other => other.clone(),
+                    };
+                    inline = parse_users(&v, "httpbasicauth users")?;
+                }
+                other => {
+                    return Err(format!(
+                        "httpbasicauth: unknown option {other:?} (options: filepath, users)"
+                    ));
+                }
+            }
+        }
+        let (users, stamp) = match &filepath {
+            Some(p) => (read_users_file(p)?, file_stamp(p)),
+            None => (Users::new(), None),
+        };
+        if users.is_empty() && inline.is_empty() {
+            return Err("httpbasicauth: no users configured (give filepath or users)".into());
+        }
+        let mut cache_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut cache_key);
+        Ok(BasicAuth {
+            filepath,
+            inline,
+            state: Mutex::new(UsersState {
+                users,
+                stamp,
+                verified: HashMap::new(),
+            }),
+            cache_key,
+            dummy_hash: bcrypt::hash("not a password", 4).map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn digest(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key)
+            .expect("HMAC takes any key length");
+        mac.update(user.as_bytes());
+        mac.update(&[0]);
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Looks up the hash for `user`, reloading the users file if it changed.
+    fn hash_for(&self, user: &str) -> Option<String> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &self.filepath {
+            let stamp = file_stamp(p);
+            if stamp != st.stamp {
+                match read_users_file(p) {
+                    Ok(users) => st.users = users,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "users file unreadable; its users are refused until it is fixed");
+                        st.users.clear();
+                    }
+                }
+                st.stamp = stamp;
+                st.verified.clear();
+            }
+        }
+        st.users
+            .get(user)
+            .or_else(|| self.inline.get(user))
+            .cloned()
+    }
+
+    async fn check(&self, headers: &HeaderMap) -> Outcome {
+        let Some((user, password)) = basic_credentials(headers) else {
+            return Outcome::NotMine;
+        };
+        let hash = self.hash_for(&user);
+        let digest = self.digest(&user, &password);
+        if hash.is_some() {
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st
+                .verified
+                .get(&digest)
+                .is_some_and(|exp| *exp > Instant::now())
+            {
+                return Outcome::Allowed(user);
+            }
+        }
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if ok && known {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.verified.len() >= CACHE_MAX {
+                st.verified.clear();
+            }
+            st.verified.insert(digest, Instant::now() + CACHE_TTL);
+            Outcome::Allowed(user)
+        } else {
+            Outcome::Rejected
+        }
+    }
+}
+
+/// Extracts `(user, password)` from an `Authorization: Basic` header. The password may
+/// contain `:`; only the first one separates it from the user.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// One configured plugin.
+pub enum Plugin {
+    /// HTTP basic authentication.
+    Basic(BasicAuth),
+}
+
+impl Plugin {
+    /// Builds a plugin from its configuration; unknown names are a start-up error.
+    pub fn from_config(cfg: &PluginConfig) -> Result<Plugin, String> {
+        let short = cfg
+            .name
+            .strip_prefix("commissaire_http.authentication.")
+            .unwrap_or(&cfg.name);
+        match short {
+            "httpbasicauth" => Ok(Plugin::Basic(BasicAuth::from_options(&cfg.options)?)),
+            other => Err(format!(
+                "configuration key \"authentication-plugins\": {other:?} is not an available plugin (available: httpbasicauth)"
+            )),
+        }
+    }
+
+    async fn check(&self, headers: &HeaderMap) -> Outcome {
+        match self {
+            Plugin::Basic(b) => b.check(headers).await,
+        }
+    }
+}
+
+/// The authentication layer's state.
+pub struct Authenticator {
+    plugins: Vec<Plugin>,
+    self_auths: Vec<String>,
+    /// Open paths: health, metrics and the API description.
+    public: Vec<&'static str>,
+}
+
+impl Authenticator {
+    /// Builds the layer. With no plugins, every request passes (only reachable with
+    /// `insecure-no-auth`; the server refuses to start open otherwise).
+    pub fn new(plugins: Vec<Plugin>, self_auths: Vec<String>) -> Self {
+        Authenticator {
+            plugins,
+            self_auths,
+            public: vec!["/api/v0/status", "/metrics"],
+        }
+    }
+
+    fn is_open(&self, path: &str) -> bool {
+        let trimmed = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        self.plugins.is_empty()
+            || self.public.contains(&trimmed)
+            || trimmed == "/api/v0/openapi.json"
+            || trimmed == "/api/v0/docs"
+            || path.starts_with("/api/v0/docs/")
+            || self.self_auths.iter().any(|p| p == path || p == trimmed)
+    }
+}
+
+/// Axum middleware: lets the request through or answers 401.
+pub async fn layer(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if auth.is_open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let mut presented = false;
+    for p in &auth.plugins {
+        match p.check(req.headers()).await {
+            Outcome::Allowed(user) => {
+                req.extensions_mut().insert(AuthUser(user));
+                return next.run(req).await;
+            }
+            Outcome::Rejected => presented = true,
+            Outcome::NotMine => {}
+        }
+    }
+    let msg = if presented {
+        "invalid credentials"
+    } else {
+        "authentication required: send HTTP basic credentials"
+    };
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"commissaire\""),
+    );
+    resp
+}
+
+/// Creates `users.json` with user `admin` and a random password in `dir` if it does not exist.
+/// Returns the file's path and, when it was just created, the password (to print once).
+pub fn ensure_admin_users_file(dir: &Path) -> Result<(PathBuf, Option<String>), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("users.json");
+    if path.exists() {
+        return Ok((path, None));
+    }
+    // Letters and digits only, so the password pastes cleanly into shells and URLs.
+    let password: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    let hash = bcrypt::hash(&password, 12).map_err(|e| format!("bcrypt: {e}"))?;
+    let body = serde_json::json!({"admin": {"hash": hash}});
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(serde_json::to_string_pretty(&body).unwrap_or_default().as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((path, Some(password)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(user: &str, pw: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {v}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn basic_auth_file_reload_and_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let hash = bcrypt::hash("pw:with:colons", 4).unwrap();
+        std::fs::write(&path, serde_json::json!({"a": {"hash": hash}}).to_string()).unwrap();
+        let mut opts = Map::new();
+        opts.insert("filepath".into(), Value::String(path.display().to_string()));
+        let b = BasicAuth::from_options(&opts).unwrap();
+        assert!(matches!(
+            b.check(&headers("a", "pw:with:colons")).await,
+            Outcome::Allowed(_)
+        ));
+        assert!(matches!(b.check(&headers("a", "nope")).await, Outcome::Rejected));
+        assert!(matches!(b.check(&headers("zz", "x")).await, Outcome::Rejected));
+        assert!(matches!(b.check(&HeaderMap::new()).await, Outcome::NotMine));
+        // A cached success is dropped when the file changes.
+        let other = bcrypt::hash("new", 4).unwrap();
+        std::fs::write(
+            &path,
+            serde_json::json!({"a": {"hash": other}, "padding": {"hash": other}}).to_string(),
+        )
+        .unwrap();
+        assert!(matches!(
+            b.check(&headers("a", "pw:with:colons")).await,
+            Outcome::Rejected
+        ));
+        assert!(matches!(b.check(&headers("a", "new")).await, Outcome::Allowed(_)));
+    }
+
+    #[test]
+    fn original_hashes_accepted() {
+        // The original's shipped users.json: user a, password a, $2a$ prefix.
+        assert!(
+            bcrypt::verify(
+                "a",
+                "$2a$12$SQPstqN3Ci95hYZ4u/syluTx8M5wSVwfhcC.iiawjoVck7Qyh43Ni"
+            )
+            .unwrap()
+        );
+    }
+}

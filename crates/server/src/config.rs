@@ -1,0 +1,618 @@
+//! Server configuration: defaults, then the JSON config file, then command-line flags.
+//!
+//! The file is `/etc/commissaire/commissaire.conf` when it exists, or `-c PATH` (`-` reads
+//! standard input); `--no-config-file` skips it. In file keys `-` and `_` are equivalent
+//! (`listen-port` = `listen_port`), as they are in flags (`--listen_port` = `--listen-port`).
+//! Every problem stops start-up with a message naming the key.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde_json::{Map, Value};
+
+/// Where the server looks for its config file when `-c` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/commissaire/commissaire.conf";
+
+/// Command-line flags of `commissaire-server`. Each config-file key has a flag.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "commissaire-server",
+    version,
+    about = "Commissaire REST server: manage Linux hosts over SSH behind /api/v0"
+)]
+pub struct Cli {
+    /// JSON config file (`-` for standard input). Default: /etc/commissaire/commissaire.conf if it exists.
+    #[arg(short = 'c', long, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Do not read any config file.
+    #[arg(long)]
+    pub no_config_file: bool,
+    /// Address to listen on (default 127.0.0.1).
+    #[arg(short = 'i', long, value_name = "ADDRESS")]
+    pub listen_interface: Option<String>,
+    /// Port to listen on (default 8000).
+    #[arg(short = 'p', long, value_name = "PORT")]
+    pub listen_port: Option<u16>,
+    /// PEM file with the server certificate chain and private key: serve HTTPS.
+    #[arg(long, value_name = "PATH")]
+    pub tls_pemfile: Option<PathBuf>,
+    /// PEM CA bundle: require TLS client certificates signed by it.
+    #[arg(long, value_name = "PATH")]
+    pub tls_clientverifyfile: Option<PathBuf>,
+    /// Authentication plugin, `NAME:key=value,key=value` (repeatable; tried in order).
+    #[arg(long = "authentication-plugin", value_name = "NAME:K=V,...")]
+    pub authentication_plugins: Vec<String>,
+    /// Path that skips authentication (repeatable).
+    #[arg(long = "self-auth", value_name = "PATH")]
+    pub self_auths: Vec<String>,
+    /// Storage handler, `etcd:server_url=URL,certificate_path=...` (default: embedded store).
+    #[arg(long = "storage-handler", value_name = "etcd:K=V,...")]
+    pub storage_handlers: Vec<String>,
+    /// Directory of the embedded store, the secrets key and the generated users file.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the 32-byte master key that seals secrets (default DATA_DIR/secrets.key).
+    #[arg(long, value_name = "PATH")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Debug logging.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub debug: Option<bool>,
+    /// Log filter, e.g. `info` or `info,commissaire_server=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub logging: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Run without any authentication (only for isolated test set-ups).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure_no_auth: Option<bool>,
+}
+
+/// Output format of the logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One configured authentication plugin and its keyword options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginConfig {
+    /// Plugin name as given (`httpbasicauth` or `commissaire_http.authentication.httpbasicauth`).
+    pub name: String,
+    /// Its options (`filepath`, `users`).
+    pub options: Map<String, Value>,
+}
+
+/// The etcd storage handler's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtcdHandler {
+    /// etcd client URL(s), comma-separated in the config.
+    pub server_urls: Vec<String>,
+    /// Client certificate.
+    pub certificate_path: Option<PathBuf>,
+    /// Client key.
+    pub certificate_key_path: Option<PathBuf>,
+    /// CA bundle to verify etcd with.
+    pub certificate_ca_path: Option<PathBuf>,
+}
+
+/// The complete, validated server configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address.
+    pub listen_interface: String,
+    /// Listen port.
+    pub listen_port: u16,
+    /// HTTPS certificate + key.
+    pub tls_pemfile: Option<PathBuf>,
+    /// CA bundle for mandatory client certificates.
+    pub tls_clientverifyfile: Option<PathBuf>,
+    /// Authentication plugins, in order.
+    pub authentication_plugins: Vec<PluginConfig>,
+    /// Paths that skip authentication.
+    pub self_auths: Vec<String>,
+    /// etcd handler, or `None` for the embedded store.
+    pub etcd: Option<EtcdHandler>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Secrets master key file.
+    pub secrets_key_file: PathBuf,
+    /// Debug logging.
+    pub debug: bool,
+    /// Log filter.
+    pub logging: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// No authentication at all.
+    pub insecure_no_auth: bool,
+}
+
+/// The default data directory: `/var/lib/commissaire` for root, else
+/// `$XDG_DATA_HOME/commissaire` or `~/.local/share/commissaire`.
+pub fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/commissaire");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("commissaire");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/commissaire"),
+        None => PathBuf::from("commissaire-data"),
+    }
+}
+
+/// Keys the config file may hold (in `-` spelling).
+const KNOWN_KEYS: &[&str] = &[
+    "listen-interface",
+    "listen-port",
+    "tls-pemfile",
+    "tls-clientverifyfile",
+    "authentication-plugins",
+    "self-auths",
+    "storage-handlers",
+    "data-dir",
+    "secrets-key-file",
+    "debug",
+    "logging",
+    "log-format",
+    "insecure-no-auth",
+];
+
+/// Keys of the original's configuration that this server does not support yet; named
+/// explicitly so the operator learns why start-up stops.
+const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
+    (
+        "bus-uri",
+        "the Redis bus is not available in this version; remove the key (workers run in-process)",
+    ),
+    (
+        "bus-exchange",
+        "the Redis bus is not available in this version; remove the key",
+    ),
+];
+
+/// Rewrites `--flag_name[=v]` to `--flag-name[=v]` so both spellings work on the command line.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    args.into_iter()
+        .map(|a| {
+            if let Some(rest) = a.strip_prefix("--") {
+                let (name, value) = match rest.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (rest, None),
+                };
+                let name = name.replace('_', "-");
+                match value {
+                    Some(v) => format!("--{name}={v}"),
+                    None => format!("--{name}"),
+                }
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn err(key: &str, msg: impl std::fmt::Display) -> String {
+    format!("configuration key {key:?}: {msg}")
+}
+
+fn as_str(key: &str, v: &Value) -> Result<String, String> {
+    v.as_str()
+        .map(str::to_string)
+        .ok_or_else(|| err(key, format!("must be a string, got {v}")))
+}
+
+fn as_bool(key: &str, v: &Value) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| err(key, format!("must be true or false, got {v}")))
+}
+
+fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::Array(items) => items.iter().map(|i| as_str(key, i)).collect(),
+        Value::String(s) => Ok(vec![s.clone()]),
+        other => Err(err(key, format!("must be a list of strings, got {other}"))),
+    }
+}
+
+/// Parses `NAME:k=v,k2=v2` (the CLI form of a plugin or storage handler). Values may contain
+/// `:` (URLs); only the first `:` separates the name.
+pub fn parse_plugin_arg(flag: &str, arg: &str) -> Result<PluginConfig, String> {
+    let (name, rest) = match arg.split_once(':') {
+        Some((n, r)) => (n, r),
+        None => (arg, ""),
+    };
+    if name.is_empty() {
+        return Err(format!("{flag} {arg:?}: the name before ':' is empty"));
+    }
+    let mut options = Map::new();
+    for pair in rest.split(',').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!(
+                "{flag} {arg:?}: {pair:?} is not key=value (use NAME:key=value,key2=value2)"
+            ));
+        };
+        options.insert(k.replace('-', "_"), Value::String(v.to_string()));
+    }
+    Ok(PluginConfig {
+        name: name.to_string(),
+        options,
+    })
+}
+
+fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, String> {
+    let items = match v {
+        Value::Array(items) => items.clone(),
+        Value::Object(_) => vec![v.clone()],
+        other => {
+            return Err(err(
+                key,
+                format!("must be a list of objects like {{\"name\": \"httpbasicauth\", \"filepath\": \"...\"}}, got {other}"),
+            ));
+        }
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(mut obj) = item else {
+                return Err(err(key, format!("entry {i} must be an object")));
+            };
+            let name = match obj.remove("name").or_else(|| obj.remove("type")) {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                _ => return Err(err(key, format!("entry {i} needs a \"name\" string"))),
+            };
+            // Option keys use `_` spelling, as in the original (`server_url`, `filepath`).
+            let options = obj
+                .into_iter()
+                .map(|(k, v)| (k.replace('-', "_"), v))
+                .collect();
+            Ok(PluginConfig { name, options })
+        })
+        .collect()
+}
+
+fn parse_storage(handlers: Vec<PluginConfig>) -> Result<Option<EtcdHandler>, String> {
+    let key = "storage-handlers";
+    if handlers.len() > 1 {
+        return Err(err(
+            key,
+            "only one storage handler is supported: every model lives in one store",
+        ));
+    }
+    let Some(h) = handlers.into_iter().next() else {
+        return Ok(None);
+    };
+    let name = h.name.rsplit('.').next().unwrap_or(&h.name);
+    if name != "etcd" {
+        return Err(err(
+            key,
+            format!(
+                "{:?} is not a storage handler; use \"etcd\" (without a handler the embedded store is used)",
+                h.name
+            ),
+        ));
+    }
+    let mut handler = EtcdHandler {
+        server_urls: vec!["http://127.0.0.1:2379".to_string()],
+        certificate_path: None,
+        certificate_key_path: None,
+        certificate_ca_path: None,
+    };
+    for (k, v) in h.options {
+        match k.as_str() {
+            "server_url" => {
+                let s = as_str(key, &v)?;
+                let urls: Vec<String> = s.split(',').map(|u| u.trim().to_string()).collect();
+                for u in &urls {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return Err(err(
+                            key,
+                            format!("server_url {u:?} must start with http:// or https://"),
+                        ));
+                    }
+                }
+                handler.server_urls = urls;
+            }
+            "certificate_path" => handler.certificate_path = Some(as_str(key, &v)?.into()),
+            "certificate_key_path" => handler.certificate_key_path = Some(as_str(key, &v)?.into()),
+            "certificate_ca_path" => handler.certificate_ca_path = Some(as_str(key, &v)?.into()),
+            "models" => {
+                let models = as_str_list(key, &v)?;
+                if models != ["*"] {
+                    return Err(err(
+                        key,
+                        "models must be [\"*\"]: every model lives in one store",
+                    ));
+                }
+            }
+            "name" | "type" => {}
+            other => {
+                return Err(err(
+                    key,
+                    format!(
+                        "{other:?} is not an etcd handler option (server_url, certificate_path, certificate_key_path, certificate_ca_path, models)"
+                    ),
+                ));
+            }
+        }
+    }
+    if handler.certificate_path.is_some() != handler.certificate_key_path.is_some() {
+        return Err(err(
+            key,
+            "certificate_path and certificate_key_path must be given together",
+        ));
+    }
+    Ok(Some(handler))
+}
+
+fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| format!("cannot read the configuration from standard input: {e}"))?;
+        s
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!(
+            "config file {} must hold a JSON object",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "config file {} is not valid JSON: {e}",
+            path.display()
+        )),
+    }
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags (reading the config file they point to).
+    pub fn load(cli: Cli) -> Result<Config, String> {
+        let file = if cli.no_config_file {
+            Map::new()
+        } else if let Some(p) = &cli.config_file {
+            read_file(p)?
+        } else if Path::new(DEFAULT_CONFIG_FILE).exists() {
+            read_file(Path::new(DEFAULT_CONFIG_FILE))?
+        } else {
+            Map::new()
+        };
+        Self::from_parts(file, cli)
+    }
+
+    /// Merges config-file values (`file`) with flags (`cli`), flags winning.
+    pub fn from_parts(file: Map<String, Value>, cli: Cli) -> Result<Config, String> {
+        let mut cfg = Config {
+            listen_interface: "127.0.0.1".into(),
+            listen_port: 8000,
+            tls_pemfile: None,
+            tls_clientverifyfile: None,
+            authentication_plugins: vec![],
+            self_auths: vec![],
+            etcd: None,
+            data_dir: default_data_dir(),
+            secrets_key_file: PathBuf::new(),
+            debug: false,
+            logging: None,
+            log_format: LogFormat::Text,
+            insecure_no_auth: false,
+        };
+        let mut secrets_key_file = None;
+        let mut storage = vec![];
+        let mut log_format = None;
+        for (raw_key, v) in file {
+            let key = raw_key.replace('_', "-");
+            if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
+                return Err(err(&raw_key, why));
+            }
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                return Err(err(
+                    &raw_key,
+                    format!("unknown key (known keys: {})", KNOWN_KEYS.join(", ")),
+                ));
+            }
+            match key.as_str() {
+                "listen-interface" => cfg.listen_interface = as_str(&raw_key, &v)?,
+                "listen-port" => {
+                    cfg.listen_port = v
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok())
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| err(&raw_key, format!("must be a port number 1-65535, got {v}")))?
+                }
+                "tls-pemfile" => cfg.tls_pemfile = Some(as_str(&raw_key, &v)?.into()),
+                "tls-clientverifyfile" => {
+                    cfg.tls_clientverifyfile = Some(as_str(&raw_key, &v)?.into())
+                }
+                "authentication-plugins" => {
+                    cfg.authentication_plugins = parse_plugins(&raw_key, &v)?
+                }
+                "self-auths" => cfg.self_auths = as_str_list(&raw_key, &v)?,
+                "storage-handlers" => storage = parse_plugins(&raw_key, &v)?,
+                "data-dir" => cfg.data_dir = as_str(&raw_key, &v)?.into(),
+                "secrets-key-file" => secrets_key_file = Some(PathBuf::from(as_str(&raw_key, &v)?)),
+                "debug" => cfg.debug = as_bool(&raw_key, &v)?,
+                "logging" => {
+                    cfg.logging = Some(as_str(&raw_key, &v).map_err(|_| {
+                        err(&raw_key, "must be a log filter string such as \"info\" or \"info,commissaire_server=debug\"")
+                    })?)
+                }
+                "log-format" => log_format = Some(as_str(&raw_key, &v)?),
+                "insecure-no-auth" => cfg.insecure_no_auth = as_bool(&raw_key, &v)?,
+                _ => unreachable!("every known key is handled"),
+            }
+        }
+        // Flags override the file.
+        if let Some(v) = cli.listen_interface {
+            cfg.listen_interface = v;
+        }
+        if let Some(v) = cli.listen_port {
+            if v == 0 {
+                return Err(err("listen-port", "must be a port number 1-65535, got 0"));
+            }
+            cfg.listen_port = v;
+        }
+        if cli.tls_pemfile.is_some() {
+            cfg.tls_pemfile = cli.tls_pemfile;
+        }
+        if cli.tls_clientverifyfile.is_some() {
+            cfg.tls_clientverifyfile = cli.tls_clientverifyfile;
+        }
+        if !cli.authentication_plugins.is_empty() {
+            cfg.authentication_plugins = cli
+                .authentication_plugins
+                .iter()
+                .map(|a| parse_plugin_arg("--authentication-plugin", a))
+                .collect::<Result<_, _>>()?;
+        }
+        if !cli.self_auths.is_empty() {
+            cfg.self_auths = cli.self_auths;
+        }
+        if !cli.storage_handlers.is_empty() {
+            storage = cli
+                .storage_handlers
+                .iter()
+                .map(|a| parse_plugin_arg("--storage-handler", a))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = cli.data_dir {
+            cfg.data_dir = v;
+        }
+        if let Some(v) = cli.secrets_key_file {
+            secrets_key_file = Some(v);
+        }
+        if let Some(v) = cli.debug {
+            cfg.debug = v;
+        }
+        if let Some(v) = cli.logging {
+            cfg.logging = Some(v);
+        }
+        if let Some(v) = cli.log_format {
+            log_format = Some(v);
+        }
+        if let Some(v) = cli.insecure_no_auth {
+            cfg.insecure_no_auth = v;
+        }
+        cfg.log_format = match log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(err(
+                    "log-format",
+                    format!("{other:?} is not a log format; use text or json"),
+                ));
+            }
+        };
+        cfg.etcd = parse_storage(storage)?;
+        cfg.secrets_key_file = secrets_key_file.unwrap_or_else(|| cfg.data_dir.join("secrets.key"));
+        if cfg.listen_interface.parse::<std::net::IpAddr>().is_err() {
+            return Err(err(
+                "listen-interface",
+                format!("{:?} is not an IP address", cfg.listen_interface),
+            ));
+        }
+        if cfg.tls_clientverifyfile.is_some() && cfg.tls_pemfile.is_none() {
+            return Err(err(
+                "tls-clientverifyfile",
+                "needs tls-pemfile too (client certificates only exist with TLS)",
+            ));
+        }
+        for p in &cfg.self_auths {
+            if !p.starts_with('/') {
+                return Err(err("self-auths", format!("{p:?} must be a path starting with '/'")));
+            }
+        }
+        if cfg.insecure_no_auth && !cfg.authentication_plugins.is_empty() {
+            return Err(err(
+                "insecure-no-auth",
+                "cannot be combined with authentication-plugins; choose one",
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn file(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["commissaire-server".to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Cli::try_parse_from(normalize_args(all)).unwrap()
+    }
+
+    #[test]
+    fn dash_underscore_and_precedence() {
+        let c = Config::from_parts(
+            file(json!({"listen_port": 9000, "listen-interface": "0.0.0.0"})),
+            cli(&["--listen_interface=127.0.0.2"]),
+        )
+        .unwrap();
+        assert_eq!(c.listen_port, 9000);
+        assert_eq!(c.listen_interface, "127.0.0.2");
+        let c = Config::from_parts(file(json!({"listen-port": 9000})), cli(&["-p", "9001"])).unwrap();
+        assert_eq!(c.listen_port, 9001);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let e = Config::from_parts(file(json!({"listen-prot": 1})), cli(&[])).unwrap_err();
+        assert!(e.contains("\"listen-prot\""), "{e}");
+        let e = Config::from_parts(file(json!({"listen-port": "x"})), cli(&[])).unwrap_err();
+        assert!(e.contains("listen-port") && e.contains("port number"), "{e}");
+        let e = Config::from_parts(file(json!({"bus-uri": "redis://x"})), cli(&[])).unwrap_err();
+        assert!(e.contains("bus-uri"), "{e}");
+        let e = Config::from_parts(file(json!({"log-format": "xml"})), cli(&[])).unwrap_err();
+        assert!(e.contains("log-format"), "{e}");
+    }
+
+    #[test]
+    fn plugins_from_file_and_cli() {
+        let c = Config::from_parts(
+            file(json!({"authentication-plugins": [{"name": "httpbasicauth", "filepath": "/x"}]})),
+            cli(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.authentication_plugins[0].name, "httpbasicauth");
+        let c = Config::from_parts(
+            Map::new(),
+            cli(&["--authentication-plugin", "commissaire_http.authentication.httpbasicauth:filepath=/y"]),
+        )
+        .unwrap();
+        assert_eq!(c.authentication_plugins[0].options["filepath"], "/y");
+    }
+
+    #[test]
+    fn storage_handlers() {
+        let c = Config::from_parts(
+            file(json!({"storage-handlers": [{"type": "etcd", "server_url": "http://127.0.0.1:2379", "models": ["*"]}]})),
+            cli(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.etcd.unwrap().server_urls, vec!["http://127.0.0.1:2379"]);
+        let c = Config::from_parts(
+            Map::new(),
+            cli(&["--storage-handler", "etcd:server_url=https://127.0.0.1:2379,certificate_ca_path=/ca"]),
+        )
+        .unwrap();
+        assert_eq!(c.etcd.unwrap().certificate_ca_path.unwrap(), PathBuf::from("/ca"));
+        let e = Config::from_parts(file(json!({"storage-handlers": [{"type": "redis"}]})), cli(&[]))
+            .unwrap_err();
+        assert!(e.contains("storage-handlers"), "{e}");
+    }
+}

@@ -1,0 +1,329 @@
+//! The Commissaire REST server: `/api/v0` on a real store.
+//!
+//! [`run`] is the whole program behind the `commissaire-server` binary: it loads the
+//! configuration, opens the store (embedded SQLite or etcd), sets up authentication, and
+//! serves HTTP or HTTPS until SIGTERM/SIGINT. [`app`] builds the router alone, for tests.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use store::SharedStore;
+use store::secrets::Sealer;
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Authenticator, Plugin};
+use crate::config::{Config, LogFormat};
+use crate::error::ApiError;
+use crate::state::{AppState, JobQueue};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// Turns any error response that is not already our JSON (axum rejections, 405, 413) into the
+/// API's error body, so clients always get `{"error": {...}}`.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.as_u16() < 400 {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => format!("method {method} is not allowed on {path}"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body is larger than the limit of {BODY_LIMIT} bytes")
+        }
+        StatusCode::NOT_FOUND => format!("no such route: {method} {path}"),
+        _ if !text.trim().is_empty() => text.trim().to_string(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string(),
+    };
+    let mut new = ApiError::new(status, message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            new.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    new
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::not_found(format!("no such route: {} {}", req.method(), req.uri().path()))
+        .into_response()
+}
+
+/// Builds the complete HTTP application.
+pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = api::router()
+        .merge(openapi::docs_router())
+        .route("/metrics", axum::routing::get(api::ops::metrics_route))
+        .fallback(not_found)
+        .with_state(state);
+    api.layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(auth, auth::layer))
+        .layer(middleware::from_fn(api::ops::track))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = cfg
+        .logging
+        .clone()
+        .unwrap_or_else(|| if cfg.debug { "debug" } else { "info" }.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match cfg.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Opens the configured store.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<SharedStore> {
+    match &cfg.etcd {
+        None => {
+            let path = cfg.data_dir.join("store.db");
+            let s = store::sqlite::SqliteStore::open(&path)
+                .with_context(|| format!("opening the embedded store {}", path.display()))?;
+            Ok(Arc::new(s))
+        }
+        Some(h) => {
+            let ecfg = store::etcd::EtcdConfig {
+                endpoints: h.server_urls.clone(),
+                ca_path: h.certificate_ca_path.clone(),
+                cert_path: h.certificate_path.clone(),
+                key_path: h.certificate_key_path.clone(),
+                ..Default::default()
+            };
+            let s = store::etcd::EtcdStore::connect(ecfg)
+                .await
+                .context("configuring the etcd store")?;
+            Ok(Arc::new(s))
+        }
+    }
+}
+
+fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !cfg.data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+fn build_auth(cfg: &Config) -> anyhow::Result<Authenticator> {
+    if cfg.insecure_no_auth {
+        tracing::warn!("running WITHOUT authentication (insecure-no-auth): anyone who can reach the port controls every host");
+        return Ok(Authenticator::new(vec![], cfg.self_auths.clone()));
+    }
+    let mut plugins = cfg
+        .authentication_plugins
+        .iter()
+        .map(Plugin::from_config)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if plugins.is_empty() {
+        let (path, created) =
+            auth::ensure_admin_users_file(&cfg.data_dir).map_err(anyhow::Error::msg)?;
+        if let Some(pw) = created {
+            // Printed once on the terminal, deliberately not through the logger.
+            println!(
+                "\nCreated {} with user \"admin\" and password:\n\n    {pw}\n\nThis password is shown only once. Use it with HTTP basic auth, e.g.\n    curl -u admin:{pw} http://{}:{}/api/v0/clusters\n",
+                path.display(),
+                cfg.listen_interface,
+                cfg.listen_port
+            );
+        } else {
+            tracing::info!(users_file = %path.display(), "using the generated users file (user admin)");
+        }
+        let mut opts = serde_json::Map::new();
+        opts.insert(
+            "filepath".into(),
+            serde_json::Value::String(path.display().to_string()),
+        );
+        plugins.push(Plugin::Basic(
+            auth::BasicAuth::from_options(&opts).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    Ok(Authenticator::new(plugins, cfg.self_auths.clone()))
+}
+
+fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(pem) = &cfg.tls_pemfile else {
+        return Ok(None);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pem)
+        .with_context(|| format!("tls-pemfile {}: cannot read", pem.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("tls-pemfile {}: bad certificate", pem.display()))?;
+    if certs.is_empty() {
+        bail!("tls-pemfile {}: no certificate found", pem.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(pem)
+        .with_context(|| format!("tls-pemfile {}: no private key found", pem.display()))?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &cfg.tls_clientverifyfile {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("tls-clientverifyfile {}: cannot read", ca.display()))?
+            {
+                roots
+                    .add(c.with_context(|| {
+                        format!("tls-clientverifyfile {}: bad certificate", ca.display())
+                    })?)
+                    .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut sc = builder
+        .with_single_cert(certs, key)
+        .with_context(|| format!("tls-pemfile {}: key does not match", pem.display()))?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(sc))
+}
+
+/// Seeds the `default` network, retrying in the background while the store is unreachable.
+fn seed(store: SharedStore) {
+    tokio::spawn(async move {
+        for attempt in 0..600u32 {
+            match api::networks::seed_default(store.as_ref()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    if attempt == 0 {
+                        tracing::warn!(error = %e, "cannot seed the default network yet; retrying");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Runs the server with already-parsed configuration until a shutdown signal.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging(&cfg);
+    create_data_dir(&cfg)?;
+    let sealer = Sealer::load_or_create(&cfg.secrets_key_file).map_err(anyhow::Error::msg)?;
+    let store = open_store(&cfg).await?;
+    let auth = Arc::new(build_auth(&cfg)?);
+    let tls = tls_config(&cfg)?;
+    seed(store.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        store: store.clone(),
+        sealer: Arc::new(sealer),
+        jobs: Arc::new(JobQueue::new()),
+        shutdown: shutdown_rx,
+    };
+    let _ = api::ops::prometheus();
+    let app = app(state, auth);
+    let ip: std::net::IpAddr = cfg.listen_interface.parse().context("listen-interface")?;
+    let addr = SocketAddr::new(ip, cfg.listen_port);
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+        h2.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    tracing::info!(
+        address = %addr,
+        tls = tls.is_some(),
+        store = store.backend_name(),
+        data_dir = %cfg.data_dir.display(),
+        "commissaire-server listening"
+    );
+    let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => {
+            axum_server::from_tcp(listener)?
+                .handle(handle)
+                .serve(svc)
+                .await?
+        }
+        Some(sc) => {
+            let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
+            axum_server::from_tcp_rustls(listener, rc)?
+                .handle(handle)
+                .serve(svc)
+                .await?
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
