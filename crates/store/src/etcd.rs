@@ -732,6 +732,12 @@ async fn read_file(what: &str, path: &Path) -> StoreResult<Vec<u8>> {
 }
 
 fn endpoint(url: &str, tls: Option<&ClientTlsConfig>, cfg: &EtcdConfig) -> StoreResult<Endpoint> {
+    // Checked first so that a password in the URL never reaches a message.
+    if url.contains('@') {
+        return Err(config_error(
+            "etcd endpoint URLs must not contain user credentials".to_string(),
+        ));
+    }
     let bad = |why: &str| config_error(format!("bad etcd endpoint URL {url:?}: {why}"));
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(bad("must start with http:// or https://"));
@@ -861,8 +867,10 @@ mod tests {
             &["127.0.0.1:2379"],
             &["http://"],
             &["http://exa mple"],
+            &["http://user:secret@127.0.0.1:2379"],
         ] {
             let err = EtcdStore::connect(cfg(bad)).await.unwrap_err();
+            assert!(!err.to_string().contains("secret"), "{err}");
             assert!(
                 err.to_string().contains("invalid etcd configuration"),
                 "{err}"

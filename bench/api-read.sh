@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Benchmark: authenticated reads vs the unauthenticated status route on one release server.
+#
+# Starts commissaire-server (release, embedded store) with its default httpbasicauth set-up
+# (generated admin user, bcrypt cost 12),
+# loads 1,000 hosts, then runs wrk (64 connections, 10 s, loopback only) against
+#   GET /api/v0/host/{address}   (authenticated)
+#   GET /api/v0/hosts            (authenticated, 1,000 hosts in the answer)
+#   GET /api/v0/status           (no authentication; the reference)
+# and prints requests/s, p99 latency and each rate as a ratio of the /status rate.
+# Target: host read >= 0.5x the /status rate, p99 < 5 ms.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOSTS=${HOSTS:-1000}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+
+command -v wrk >/dev/null 2>&1 || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
+}
+cargo build --release -q -p commissaire-server
+bin=${CARGO_TARGET_DIR:-target}/release/commissaire-server
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# No plugin configured: the server creates users.json (user admin, bcrypt cost 12) and prints
+# the password once; that is the httpbasicauth set-up being measured.
+"$bin" --no-config-file --data-dir "$work/data" -i 127.0.0.1 -p "$port" --logging warn > "$work/server.log" 2>&1 &
+pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do curl -sf "$base/api/v0/status" >/dev/null && break; sleep 0.1; done
+user=admin
+pass=$(grep -A2 'password:' "$work/server.log" | tail -1 | tr -d ' ')
+[ -n "$pass" ] || { echo "no admin password printed" >&2; cat "$work/server.log" >&2; exit 1; }
+
+ssh-keygen -q -t ed25519 -N '' -f "$work/key" >/dev/null
+key=$(base64 -w0 "$work/key")
+printf '{"ssh_priv_key": "%s"}' "$key" > "$work/body.json"
+echo "loading $HOSTS hosts..."
+seq 0 $((HOSTS - 1)) | xargs -P 8 -I{} sh -c \
+  'i={}; curl -sf -o /dev/null -u '"$user:$pass"' -X PUT --data-binary @'"$work/body.json"' '"$base"'/api/v0/host/10.77.$((i / 250)).$((i % 250 + 1))'
+count=$(curl -sf -u "$user:$pass" "$base/api/v0/hosts" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+echo "hosts stored: $count"
+
+auth="Authorization: Basic $(printf '%s:%s' "$user" "$pass" | base64 -w0)"
+run() { # name url [header]
+  local out
+  if [ -n "${3:-}" ]; then
+    out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "$3" "$2")
+  else
+    out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency "$2")
+  fi
+  local rps p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errs=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+  echo "$1 $rps $p99 ${errs:-0}"
+}
+status=$(run status "$base/api/v0/status")
+host=$(run host "$base/api/v0/host/10.77.1.7" "$auth")
+hosts=$(run hosts "$base/api/v0/hosts" "$auth")
+
+python3 - "$status" "$host" "$hosts" <<'PY'
+import sys
+rows = [a.split() for a in sys.argv[1:]]
+ref = float(rows[0][1])
+def ms(v):
+    for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(unit): return float(v[:-len(unit)]) * f
+    return float(v)
+print(f"{'route':<34}{'req/s':>12}{'p99':>10}{'x /status':>11}{'non-2xx':>9}")
+names = {"status": "GET /api/v0/status (no auth)", "host": "GET /api/v0/host/{a} (basic)", "hosts": "GET /api/v0/hosts (basic)"}
+for name, rps, p99, errs in rows:
+    print(f"{names[name]:<34}{float(rps):>12.0f}{ms(p99):>8.2f}ms{float(rps)/ref:>11.2f}{errs:>9}")
+host = rows[1]
+ok = float(host[1]) / ref >= 0.5 and ms(host[2]) < 5.0
+print("target (host read >= 0.5x status, p99 < 5 ms):", "MET" if ok else "NOT MET")
+PY
