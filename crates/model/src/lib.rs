@@ -117,6 +117,18 @@ pub struct Host {
     /// Why the host is `failed` (empty otherwise).
     #[serde(default)]
     pub status_reason: String,
+    /// Operating system version (`VERSION_ID`), empty until investigated.
+    #[serde(default)]
+    pub os_version: String,
+    /// Whether the host boots from OSTree (an "atomic" host, updated with rpm-ostree).
+    #[serde(default)]
+    pub ostree: bool,
+    /// Boot id seen at the last contact; it changes on every reboot.
+    #[serde(default)]
+    pub boot_id: String,
+    /// Whether bootstrap has completed on this host.
+    #[serde(default)]
+    pub bootstrapped: bool,
 }
 
 impl Host {
@@ -132,6 +144,10 @@ impl Host {
             last_check: String::new(),
             source: String::new(),
             status_reason: String::new(),
+            os_version: String::new(),
+            ostree: false,
+            boot_id: String::new(),
+            bootstrapped: false,
         }
     }
 }
@@ -493,7 +509,9 @@ mod tests {
                                 cpus in 0i64..1024, memory in 0i64..i64::MAX, space in 0i64..i64::MAX,
                                 reason in "\\PC{0,30}") {
             let h = Host { address: addr, status: st, os, cpus, memory, space,
-                           last_check: now_timestamp(), source: String::new(), status_reason: reason };
+                           last_check: now_timestamp(), source: String::new(), status_reason: reason,
+                           os_version: "7.4".into(), ostree: cpus % 2 == 0, boot_id: "b".into(),
+                           bootstrapped: memory % 2 == 0 };
             let back: Host = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
             prop_assert_eq!(back, h);
         }

@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::validate::{canonical_address, validate_name};
-use crate::{
-    ContainerManagerConfig, ContainerManagerType, Network, NetworkType, ValidationError,
-};
+use crate::{ContainerManagerConfig, ContainerManagerType, Network, NetworkType, ValidationError};
 
 /// A request body: a JSON object (an empty body counts as `{}`).
 pub type Fields = Map<String, Value>;
@@ -138,7 +136,10 @@ impl std::fmt::Debug for HostCreateRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostCreateRequest")
             .field("address", &self.address)
-            .field("ssh_priv_key", &self.ssh_priv_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "ssh_priv_key",
+                &self.ssh_priv_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("remote_user", &self.remote_user)
             .field("cluster", &self.cluster)
             .finish()
@@ -480,7 +481,12 @@ mod tests {
         let e = parse_body(b"[1]").unwrap_err();
         assert!(e.message.contains("an array"), "{e}");
         assert!(parse_body(b"\"x\"").is_err());
-        assert!(parse_body(b"{bad").unwrap_err().message.contains("valid JSON"));
+        assert!(
+            parse_body(b"{bad")
+                .unwrap_err()
+                .message
+                .contains("valid JSON")
+        );
     }
 
     #[test]
@@ -502,22 +508,22 @@ mod tests {
     fn networks() {
         let n = NetworkRequest::from_json("n", &Map::new()).unwrap();
         assert_eq!(n.kind, NetworkType::FlannelEtcd);
+        assert!(NetworkRequest::from_json("n", &obj(json!({"type": "flannel_server"}))).is_err());
         assert!(
-            NetworkRequest::from_json("n", &obj(json!({"type": "flannel_server"}))).is_err()
+            NetworkRequest::from_json(
+                "n",
+                &obj(json!({"type": "flannel_server", "options": {"address": "10.0.0.1:8080"}}))
+            )
+            .is_ok()
         );
-        assert!(NetworkRequest::from_json(
-            "n",
-            &obj(json!({"type": "flannel_server", "options": {"address": "10.0.0.1:8080"}}))
-        )
-        .is_ok());
         let e = NetworkRequest::from_json(
             "n",
             &obj(json!({"type": "flannel_server", "options": {"address": "10.0.0.1"}})),
         )
         .unwrap_err();
         assert_eq!(e.field, "options.address");
-        let e = NetworkRequest::from_json("n", &obj(json!({"type": "flanneld_service"})))
-            .unwrap_err();
+        let e =
+            NetworkRequest::from_json("n", &obj(json!({"type": "flanneld_service"}))).unwrap_err();
         assert!(e.message.contains("flannel_etcd"));
         let e =
             NetworkRequest::from_json("n", &obj(json!({"options": {"adress": "x"}}))).unwrap_err();
@@ -537,20 +543,24 @@ mod tests {
         assert!(!format!("{c:?}").contains("\"t\""));
         assert!(ContainerManagerRequest::from_json("t", &obj(json!({"type": "trivial"}))).is_ok());
         assert!(ContainerManagerRequest::from_json("t", &obj(json!({"type": "nomad"}))).is_err());
-        assert!(ContainerManagerRequest::from_json(
-            "k",
-            &obj(json!({"options": {"server_url": "https://k", "certificate_path": "/a"}}))
-        )
-        .is_err());
+        assert!(
+            ContainerManagerRequest::from_json(
+                "k",
+                &obj(json!({"options": {"server_url": "https://k", "certificate_path": "/a"}}))
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn membership() {
-        let m = MembershipRequest::from_json(&obj(json!({"old": [], "new": ["10.0.0.1"]})))
-            .unwrap();
+        let m =
+            MembershipRequest::from_json(&obj(json!({"old": [], "new": ["10.0.0.1"]}))).unwrap();
         assert_eq!(m.new, vec!["10.0.0.1"]);
         assert_eq!(
-            MembershipRequest::from_json(&obj(json!({"new": []}))).unwrap_err().field,
+            MembershipRequest::from_json(&obj(json!({"new": []})))
+                .unwrap_err()
+                .field,
             "old"
         );
         assert_eq!(

@@ -20,7 +20,10 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
     if name.len() > MAX_NAME_LEN {
         return Err(ValidationError::new(
             field,
-            format!("is {} characters long; the limit is {MAX_NAME_LEN}", name.len()),
+            format!(
+                "is {} characters long; the limit is {MAX_NAME_LEN}",
+                name.len()
+            ),
         ));
     }
     if let Some(bad) = name
@@ -29,9 +32,7 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), ValidationError> {
     {
         return Err(ValidationError::new(
             field,
-            format!(
-                "{name:?} contains {bad:?}; only letters, digits, '_' and '-' are allowed"
-            ),
+            format!("{name:?} contains {bad:?}; only letters, digits, '_' and '-' are allowed"),
         ));
     }
     Ok(())
@@ -109,7 +110,10 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(canonical_address("a", "10.0.0.1").unwrap(), "10.0.0.1");
-        assert_eq!(canonical_address("a", "2001:DB8:0::1").unwrap(), "2001:db8::1");
+        assert_eq!(
+            canonical_address("a", "2001:DB8:0::1").unwrap(),
+            "2001:db8::1"
+        );
         assert_eq!(canonical_address("a", "[::1]").unwrap(), "::1");
         assert_eq!(
             canonical_address("a", "Node-1.Example.com").unwrap(),

@@ -351,9 +351,13 @@ pub fn ensure_admin_users_file(dir: &Path) -> Result<(PathBuf, Option<String>), 
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(serde_json::to_string_pretty(&body).unwrap_or_default().as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    f.write_all(
+        serde_json::to_string_pretty(&body)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .and_then(|_| f.sync_all())
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok((path, Some(password)))
 }
 
@@ -384,8 +388,14 @@ mod tests {
             b.check(&headers("a", "pw:with:colons")).await,
             Outcome::Allowed(_)
         ));
-        assert!(matches!(b.check(&headers("a", "nope")).await, Outcome::Rejected));
-        assert!(matches!(b.check(&headers("zz", "x")).await, Outcome::Rejected));
+        assert!(matches!(
+            b.check(&headers("a", "nope")).await,
+            Outcome::Rejected
+        ));
+        assert!(matches!(
+            b.check(&headers("zz", "x")).await,
+            Outcome::Rejected
+        ));
         assert!(matches!(b.check(&HeaderMap::new()).await, Outcome::NotMine));
         // A cached success is dropped when the file changes.
         let other = bcrypt::hash("new", 4).unwrap();
@@ -398,7 +408,10 @@ mod tests {
             b.check(&headers("a", "pw:with:colons")).await,
             Outcome::Rejected
         ));
-        assert!(matches!(b.check(&headers("a", "new")).await, Outcome::Allowed(_)));
+        assert!(matches!(
+            b.check(&headers("a", "new")).await,
+            Outcome::Allowed(_)
+        ));
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `info,commissaire_server=debug`.
     #[arg(long, value_name = "FILTER")]
     pub logging: Option<String>,
+    /// Seconds between two health checks of a host (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub watcher_interval: Option<f64>,
+    /// Directory whose files override the built-in bootstrap templates by name.
+    #[arg(long, value_name = "DIR")]
+    pub templates_dir: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -128,6 +134,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// No authentication at all.
     pub insecure_no_auth: bool,
+    /// Time between watcher rounds.
+    pub watcher_interval: std::time::Duration,
+    /// Operator overrides of the bootstrap templates.
+    pub templates_dir: Option<PathBuf>,
 }
 
 /// The default data directory: `/var/lib/commissaire` for root, else
@@ -161,6 +171,8 @@ const KNOWN_KEYS: &[&str] = &[
     "logging",
     "log-format",
     "insecure-no-auth",
+    "watcher-interval",
+    "templates-dir",
 ];
 
 /// Keys of the original's configuration that this server does not support yet; named
@@ -252,7 +264,9 @@ fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, String> {
         other => {
             return Err(err(
                 key,
-                format!("must be a list of objects like {{\"name\": \"httpbasicauth\", \"filepath\": \"...\"}}, got {other}"),
+                format!(
+                    "must be a list of objects like {{\"name\": \"httpbasicauth\", \"filepath\": \"...\"}}, got {other}"
+                ),
             ));
         }
     };
@@ -405,7 +419,10 @@ impl Config {
             logging: None,
             log_format: LogFormat::Text,
             insecure_no_auth: false,
+            watcher_interval: std::time::Duration::from_secs(60),
+            templates_dir: None,
         };
+        let mut watcher_interval: Option<f64> = None;
         let mut secrets_key_file = None;
         let mut storage = vec![];
         let mut log_format = None;
@@ -448,6 +465,12 @@ impl Config {
                 }
                 "log-format" => log_format = Some(as_str(&raw_key, &v)?),
                 "insecure-no-auth" => cfg.insecure_no_auth = as_bool(&raw_key, &v)?,
+                "watcher-interval" => {
+                    watcher_interval = Some(v.as_f64().ok_or_else(|| {
+                        err(&raw_key, format!("must be a number of seconds, got {v}"))
+                    })?)
+                }
+                "templates-dir" => cfg.templates_dir = Some(as_str(&raw_key, &v)?.into()),
                 _ => unreachable!("every known key is handled"),
             }
         }
@@ -502,6 +525,29 @@ impl Config {
         if let Some(v) = cli.insecure_no_auth {
             cfg.insecure_no_auth = v;
         }
+        if let Some(v) = cli.watcher_interval {
+            watcher_interval = Some(v);
+        }
+        if let Some(secs) = watcher_interval {
+            if !(0.1..=86_400.0).contains(&secs) {
+                return Err(err(
+                    "watcher-interval",
+                    format!("{secs} is out of range (0.1 to 86400 seconds)"),
+                ));
+            }
+            cfg.watcher_interval = std::time::Duration::from_secs_f64(secs);
+        }
+        if cli.templates_dir.is_some() {
+            cfg.templates_dir = cli.templates_dir;
+        }
+        if let Some(d) = &cfg.templates_dir
+            && !d.is_dir()
+        {
+            return Err(err(
+                "templates-dir",
+                format!("{} is not a directory", d.display()),
+            ));
+        }
         cfg.log_format = match log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -528,7 +574,10 @@ impl Config {
         }
         for p in &cfg.self_auths {
             if !p.starts_with('/') {
-                return Err(err("self-auths", format!("{p:?} must be a path starting with '/'")));
+                return Err(err(
+                    "self-auths",
+                    format!("{p:?} must be a path starting with '/'"),
+                ));
             }
         }
         if cfg.insecure_no_auth && !cfg.authentication_plugins.is_empty() {
@@ -565,7 +614,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen_port, 9000);
         assert_eq!(c.listen_interface, "127.0.0.2");
-        let c = Config::from_parts(file(json!({"listen-port": 9000})), cli(&["-p", "9001"])).unwrap();
+        let c =
+            Config::from_parts(file(json!({"listen-port": 9000})), cli(&["-p", "9001"])).unwrap();
         assert_eq!(c.listen_port, 9001);
     }
 
@@ -574,7 +624,10 @@ mod tests {
         let e = Config::from_parts(file(json!({"listen-prot": 1})), cli(&[])).unwrap_err();
         assert!(e.contains("\"listen-prot\""), "{e}");
         let e = Config::from_parts(file(json!({"listen-port": "x"})), cli(&[])).unwrap_err();
-        assert!(e.contains("listen-port") && e.contains("port number"), "{e}");
+        assert!(
+            e.contains("listen-port") && e.contains("port number"),
+            "{e}"
+        );
         let e = Config::from_parts(file(json!({"bus-uri": "redis://x"})), cli(&[])).unwrap_err();
         assert!(e.contains("bus-uri"), "{e}");
         let e = Config::from_parts(file(json!({"log-format": "xml"})), cli(&[])).unwrap_err();
@@ -591,7 +644,10 @@ mod tests {
         assert_eq!(c.authentication_plugins[0].name, "httpbasicauth");
         let c = Config::from_parts(
             Map::new(),
-            cli(&["--authentication-plugin", "commissaire_http.authentication.httpbasicauth:filepath=/y"]),
+            cli(&[
+                "--authentication-plugin",
+                "commissaire_http.authentication.httpbasicauth:filepath=/y",
+            ]),
         )
         .unwrap();
         assert_eq!(c.authentication_plugins[0].options["filepath"], "/y");
@@ -607,12 +663,21 @@ mod tests {
         assert_eq!(c.etcd.unwrap().server_urls, vec!["http://127.0.0.1:2379"]);
         let c = Config::from_parts(
             Map::new(),
-            cli(&["--storage-handler", "etcd:server_url=https://127.0.0.1:2379,certificate_ca_path=/ca"]),
+            cli(&[
+                "--storage-handler",
+                "etcd:server_url=https://127.0.0.1:2379,certificate_ca_path=/ca",
+            ]),
         )
         .unwrap();
-        assert_eq!(c.etcd.unwrap().certificate_ca_path.unwrap(), PathBuf::from("/ca"));
-        let e = Config::from_parts(file(json!({"storage-handlers": [{"type": "redis"}]})), cli(&[]))
-            .unwrap_err();
+        assert_eq!(
+            c.etcd.unwrap().certificate_ca_path.unwrap(),
+            PathBuf::from("/ca")
+        );
+        let e = Config::from_parts(
+            file(json!({"storage-handlers": [{"type": "redis"}]})),
+            cli(&[]),
+        )
+        .unwrap_err();
         assert!(e.contains("storage-handlers"), "{e}");
     }
 }

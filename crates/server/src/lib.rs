@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Authenticator, Plugin};
 use crate::config::{Config, LogFormat};
 use crate::error::ApiError;
-use crate::state::{AppState, JobQueue};
+use crate::state::{AppState, JobQueue, WorkerStatus};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -82,8 +82,12 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 async fn not_found(req: Request) -> Response {
-    ApiError::not_found(format!("no such route: {} {}", req.method(), req.uri().path()))
-        .into_response()
+    ApiError::not_found(format!(
+        "no such route: {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response()
 }
 
 /// Builds the complete HTTP application.
@@ -165,7 +169,9 @@ fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {
 
 fn build_auth(cfg: &Config) -> anyhow::Result<Authenticator> {
     if cfg.insecure_no_auth {
-        tracing::warn!("running WITHOUT authentication (insecure-no-auth): anyone who can reach the port controls every host");
+        tracing::warn!(
+            "running WITHOUT authentication (insecure-no-auth): anyone who can reach the port controls every host"
+        );
         return Ok(Authenticator::new(vec![], cfg.self_auths.clone()));
     }
     let mut plugins = cfg
@@ -279,19 +285,47 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let auth = Arc::new(build_auth(&cfg)?);
     let tls = tls_config(&cfg)?;
     seed(store.clone());
+    let templates =
+        workers::Templates::load(cfg.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sealer = Arc::new(sealer);
+    let jobs = Arc::new(JobQueue::new());
+    let worker_status = Arc::new(WorkerStatus::default());
+    let ctx = Arc::new(workers::Ctx {
+        store: store.clone(),
+        sealer: sealer.clone(),
+        jobs: jobs.clone(),
+        cfg: workers::WorkerConfig {
+            watcher_interval: cfg.watcher_interval,
+            templates,
+            etcd: cfg.etcd.as_ref().map(|h| workers::EtcdInfo {
+                server_url: h.server_urls[0].clone(),
+                ca_path: h.certificate_ca_path.clone(),
+                cert_path: h.certificate_path.clone(),
+                key_path: h.certificate_key_path.clone(),
+            }),
+            ssh: remote::Timeouts {
+                connect: Duration::from_secs(15),
+                command: Duration::from_secs(600),
+            },
+        },
+        status: worker_status.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let worker_handles = workers::start(ctx).await;
     let state = AppState {
         store: store.clone(),
-        sealer: Arc::new(sealer),
-        jobs: Arc::new(JobQueue::new()),
+        sealer,
+        jobs,
+        workers: worker_status,
         shutdown: shutdown_rx,
     };
     let _ = api::ops::prometheus();
     let app = app(state, auth);
     let ip: std::net::IpAddr = cfg.listen_interface.parse().context("listen-interface")?;
     let addr = SocketAddr::new(ip, cfg.listen_port);
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
@@ -323,6 +357,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .serve(svc)
                 .await?
         }
+    }
+    for h in worker_handles {
+        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -29,6 +29,7 @@ impl utoipa::Modify for BasicAuthScheme {
     info(title = "Commissaire", description = "Manage Linux hosts over SSH: inventory, bootstrap into Kubernetes/OpenShift clusters, rolling operations. Every route except /api/v0/status needs authentication (HTTP basic by default). Errors are {\"error\": {\"status\", \"message\"}}."),
     paths(
         hosts::list, hosts::get_one, hosts::create, hosts::register, hosts::delete, hosts::creds, hosts::status,
+        hosts::get_hostkey, hosts::trust_hostkey,
         clusters::list, clusters::get_one, clusters::put, clusters::delete, clusters::members,
         clusters::set_members, clusters::member, clusters::join, clusters::leave,
         networks::list, networks::get_one, networks::put, networks::delete,
@@ -39,7 +40,7 @@ impl utoipa::Modify for BasicAuthScheme {
         model::Host, model::HostState, model::HostCreds, model::HostStatus, model::HostStatusHost,
         model::Cluster, model::ClusterView, model::ClusterState, model::ClusterHostsSummary,
         model::Network, model::NetworkType, model::ContainerManagerConfig, model::ContainerManagerType,
-        model::ErrorBody, model::ErrorDetail,
+        model::ErrorBody, model::ErrorDetail, store::records::TrustedHostKey,
     )),
     modifiers(&BasicAuthScheme),
     security(("basic" = [])),
@@ -48,5 +49,6 @@ pub struct ApiDoc;
 
 /// Routes serving the document and the UI.
 pub fn docs_router() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/api/v0/docs").url("/api/v0/openapi.json", ApiDoc::openapi()))
+    Router::new()
+        .merge(SwaggerUi::new("/api/v0/docs").url("/api/v0/openapi.json", ApiDoc::openapi()))
 }

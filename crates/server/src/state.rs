@@ -2,73 +2,11 @@
 //! shutdown signal.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use store::SharedStore;
 use store::secrets::Sealer;
-use tokio::sync::{Mutex, mpsc, watch};
-
-/// Work the API hands to background workers. Jobs only name a record: the record in the store
-/// says what to do, so a lost job is recovered by scanning the store at start-up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Job {
-    /// Investigate and bootstrap the host with this address.
-    Investigate {
-        /// The host's address.
-        address: String,
-    },
-}
-
-/// The in-process job queue between the API and the workers.
-pub struct JobQueue {
-    tx: mpsc::UnboundedSender<Job>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
-    queued: AtomicU64,
-    taken: Arc<AtomicU64>,
-}
-
-impl Default for JobQueue {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl JobQueue {
-    /// An empty queue.
-    pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        JobQueue {
-            tx,
-            rx: Mutex::new(Some(rx)),
-            queued: AtomicU64::new(0),
-            taken: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Adds a job.
-    pub fn push(&self, job: Job) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        // The receiver lives as long as the queue, so sending cannot fail.
-        let _ = self.tx.send(job);
-    }
-
-    /// Hands the receiving end to the worker that consumes jobs (once).
-    pub async fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Job>> {
-        self.rx.lock().await.take()
-    }
-
-    /// Call when a worker has taken a job off the queue.
-    pub fn mark_taken(&self) {
-        self.taken.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Jobs pushed and not yet taken by a worker.
-    pub fn pending(&self) -> u64 {
-        self.queued
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.taken.load(Ordering::Relaxed))
-    }
-}
+use tokio::sync::watch;
+pub use workers::{Job, JobQueue, WorkerStatus};
 
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
@@ -79,6 +17,8 @@ pub struct AppState {
     pub sealer: Arc<Sealer>,
     /// Jobs for the workers.
     pub jobs: Arc<JobQueue>,
+    /// The workers' counters (for `/api/v0/status`).
+    pub workers: Arc<WorkerStatus>,
     /// Becomes `true` when the server is shutting down (ends long-lived streams).
     pub shutdown: watch::Receiver<bool>,
 }

@@ -25,6 +25,8 @@ pub const NETWORKS: &str = "networks/";
 pub const CONTAINER_MANAGERS: &str = "container_managers/";
 /// Prefix of every sealed secret; nothing under it is ever shown or streamed.
 pub const SECRETS: &str = "secrets/";
+/// Prefix of trusted SSH host keys (`host_keys/<address>`), recorded on first contact.
+pub const HOST_KEYS: &str = "host_keys/";
 /// Prefix of rolling-operation records (`cluster/<name>/<kind>`).
 pub const OPERATIONS: &str = "cluster/";
 /// The kinds of rolling operation, as they appear in keys and URLs.
@@ -38,6 +40,24 @@ pub fn host_key(address: &str) -> String {
 pub fn host_creds_key(address: &str) -> String {
     format!("{SECRETS}hosts/{address}")
 }
+/// Key of a host's trusted SSH host key record.
+pub fn host_key_record_key(address: &str) -> String {
+    format!("{HOST_KEYS}{address}")
+}
+
+/// The SSH host key trusted for a host (public data, so stored in clear).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TrustedHostKey {
+    /// The host's address.
+    pub address: String,
+    /// OpenSSH public key line, e.g. `ssh-ed25519 AAAA...`.
+    pub key: String,
+    /// `SHA256:...` fingerprint of the key.
+    pub fingerprint: String,
+    /// When the key was first trusted.
+    pub trusted_at: String,
+}
+
 /// Key of a cluster record.
 pub fn cluster_key(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -93,12 +113,7 @@ pub async fn list_json<T: DeserializeOwned>(
     store: &dyn Store,
     prefix: &str,
 ) -> StoreResult<Vec<Versioned<T>>> {
-    store
-        .list(prefix)
-        .await?
-        .iter()
-        .map(decode)
-        .collect()
+    store.list(prefix).await?.iter().map(decode).collect()
 }
 
 /// Lists the names (key suffixes) of records directly under `prefix`.
@@ -147,10 +162,12 @@ pub async fn get_host_creds(
     let Some(kv) = store.get(&key).await? else {
         return Ok(None);
     };
-    let plain = sealer.open(&key, &kv.value).map_err(|e| StoreError::Corrupt {
-        key: key.clone(),
-        reason: e.to_string(),
-    })?;
+    let plain = sealer
+        .open(&key, &kv.value)
+        .map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
     serde_json::from_slice(&plain)
         .map(Some)
         .map_err(|_| StoreError::Corrupt {
@@ -183,10 +200,12 @@ pub async fn get_container_manager_secrets(
     let Some(kv) = store.get(&key).await? else {
         return Ok(BTreeMap::new());
     };
-    let plain = sealer.open(&key, &kv.value).map_err(|e| StoreError::Corrupt {
-        key: key.clone(),
-        reason: e.to_string(),
-    })?;
+    let plain = sealer
+        .open(&key, &kv.value)
+        .map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
     serde_json::from_slice(&plain).map_err(|_| StoreError::Corrupt {
         key,
         reason: "sealed options are not valid JSON".into(),

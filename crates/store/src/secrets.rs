@@ -96,9 +96,8 @@ impl Sealer {
             )));
         }
         let mut text = fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut bytes = hex::decode(text.trim()).map_err(|_| {
-            err("must hold 64 hexadecimal characters (a 32-byte key)".to_string())
-        })?;
+        let mut bytes = hex::decode(text.trim())
+            .map_err(|_| err("must hold 64 hexadecimal characters (a 32-byte key)".to_string()))?;
         text.zeroize();
         let key: [u8; 32] = bytes
             .as_slice()
@@ -168,12 +167,18 @@ mod tests {
         );
         let sealed = s.seal("secrets/hosts/a", b"PRIVATE KEY");
         assert!(!sealed.windows(11).any(|w| w == b"PRIVATE KEY"));
-        assert_eq!(&*s.open("secrets/hosts/a", &sealed).unwrap(), b"PRIVATE KEY");
+        assert_eq!(
+            &*s.open("secrets/hosts/a", &sealed).unwrap(),
+            b"PRIVATE KEY"
+        );
         // Bound to its record: cannot be replayed under another key.
         assert!(s.open("secrets/hosts/b", &sealed).is_err());
         // Same key file → same key after a restart.
         let s2 = Sealer::load_or_create(&path).unwrap();
-        assert_eq!(&*s2.open("secrets/hosts/a", &sealed).unwrap(), b"PRIVATE KEY");
+        assert_eq!(
+            &*s2.open("secrets/hosts/a", &sealed).unwrap(),
+            b"PRIVATE KEY"
+        );
         // Another key file cannot open it.
         let other = Sealer::load_or_create(&dir.path().join("other.key")).unwrap();
         assert!(other.open("secrets/hosts/a", &sealed).is_err());

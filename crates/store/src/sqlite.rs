@@ -69,7 +69,10 @@ impl SqliteStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| {
-                StoreError::Backend(format!("cannot open lock file {}: {e}", lock_path.display()))
+                StoreError::Backend(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
             })?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
         let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -340,11 +343,8 @@ fn apply_txn(
             vec![],
         ));
     }
-    tx.execute(
-        "UPDATE meta SET value=?1 WHERE name='revision'",
-        [new_rev],
-    )
-    .map_err(backend)?;
+    tx.execute("UPDATE meta SET value=?1 WHERE name='revision'", [new_rev])
+        .map_err(backend)?;
     if new_rev % COMPACT_EVERY == 0 && new_rev > LOG_RETENTION {
         let upto = new_rev - LOG_RETENTION;
         tx.execute("DELETE FROM log WHERE rev <= ?1", [upto])
@@ -497,11 +497,8 @@ impl Store for SqliteStore {
     }
 
     async fn health(&self) -> StoreResult<()> {
-        self.read(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(backend)
-        })
-        .await
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(backend))
+            .await
     }
 
     fn backend_name(&self) -> &'static str {

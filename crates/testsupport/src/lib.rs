@@ -5,6 +5,8 @@
 //! protocol rather than a mock. Each server gets its own free ports, so tests can run in
 //! parallel.
 
+pub mod sshd;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -191,12 +191,18 @@ pub async fn members(
 }
 
 /// Finds the cluster (other than `except`) that already has `address` as a member.
-async fn other_cluster_of(state: &AppState, address: &str, except: &str) -> ApiResult<Option<String>> {
-    Ok(list_json::<Cluster>(state.store.as_ref(), records::CLUSTERS)
-        .await?
-        .into_iter()
-        .find(|c| c.value.name != except && c.value.hostset.iter().any(|a| a == address))
-        .map(|c| c.value.name))
+async fn other_cluster_of(
+    state: &AppState,
+    address: &str,
+    except: &str,
+) -> ApiResult<Option<String>> {
+    Ok(
+        list_json::<Cluster>(state.store.as_ref(), records::CLUSTERS)
+            .await?
+            .into_iter()
+            .find(|c| c.value.name != except && c.value.hostset.iter().any(|a| a == address))
+            .map(|c| c.value.name),
+    )
 }
 
 /// Checks that every host in `addresses` exists, may join, and is in no other cluster;

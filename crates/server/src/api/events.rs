@@ -227,7 +227,10 @@ mod tests {
 
     #[test]
     fn classification_hides_secrets() {
-        assert_eq!(classify("hosts/10.0.0.1"), Some(("Host", "10.0.0.1".into())));
+        assert_eq!(
+            classify("hosts/10.0.0.1"),
+            Some(("Host", "10.0.0.1".into()))
+        );
         assert_eq!(classify("secrets/hosts/10.0.0.1"), None);
         assert_eq!(
             classify("cluster/c1/restart"),

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use base64::Engine;
 use model::{Host, HostCreateRequest, HostCreds, HostStatus, HostStatusHost, canonical_address};
 use store::records::{
-    self, Versioned, cluster_key, get_host_creds, get_json, host_creds_key, host_key, list_json,
-    put_host_creds, put_json,
+    self, TrustedHostKey, Versioned, cluster_key, get_host_creds, get_json, host_creds_key,
+    host_key, host_key_record_key, list_json, put_host_creds, put_json,
 };
 use store::{Compare, Op};
 use zeroize::Zeroizing;
@@ -220,6 +220,9 @@ pub async fn delete(
             Op::Delete {
                 key: host_creds_key(&address),
             },
+            Op::Delete {
+                key: host_key_record_key(&address),
+            },
         ];
         for mut c in clusters {
             if c.value.hostset.contains(&address) {
@@ -275,4 +278,95 @@ pub async fn status(
         },
         container_manager: serde_json::json!({}),
     }))
+}
+
+/// `GET /api/v0/host/{address}/hostkey` — the SSH host key trusted for the host.
+#[utoipa::path(get, path = "/api/v0/host/{address}/hostkey", tag = "hosts",
+    params(("address" = String, Path)),
+    responses((status = 200, body = TrustedHostKey),
+              (status = 404, body = model::ErrorBody, description = "no such host, or no key recorded yet")))]
+pub async fn get_hostkey(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+) -> ApiResult<Json<TrustedHostKey>> {
+    let address = url_address(&address)?;
+    load_host(&state, &address).await?;
+    get_json::<TrustedHostKey>(state.store.as_ref(), &host_key_record_key(&address))
+        .await?
+        .map(|v| Json(v.value))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no SSH host key is recorded for host {address} yet (it is recorded at first contact)"
+            ))
+        })
+}
+
+/// `PUT /api/v0/host/{address}/hostkey` — re-trust a host whose SSH host key changed.
+///
+/// With `{"key": "ssh-ed25519 AAAA..."}` exactly that key is trusted; with an empty body the
+/// recorded key is forgotten and the key the host presents at the next contact is trusted.
+/// A `failed` host is investigated again.
+#[utoipa::path(put, path = "/api/v0/host/{address}/hostkey", tag = "hosts",
+    params(("address" = String, Path)),
+    request_body(content = Object, description = "optional {\"key\": \"ssh-ed25519 AAAA...\"}; empty: trust on next contact"),
+    responses((status = 200, body = Host), (status = 400, body = model::ErrorBody), (status = 404, body = model::ErrorBody)))]
+pub async fn trust_hostkey(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Host>> {
+    let address = url_address(&address)?;
+    let fields = body_fields(&body)?;
+    let key = match fields.get("key") {
+        None => None,
+        Some(serde_json::Value::String(k)) => {
+            let parsed = russh::keys::PublicKey::from_openssh(k.trim()).map_err(|_| {
+                ApiError::bad_request(
+                    "key: is not an OpenSSH public key line (e.g. \"ssh-ed25519 AAAA...\")",
+                )
+            })?;
+            Some(TrustedHostKey {
+                address: address.clone(),
+                key: parsed.to_openssh().map_err(ApiError::internal)?,
+                fingerprint: parsed.fingerprint(russh::keys::HashAlg::Sha256).to_string(),
+                trusted_at: model::now_timestamp(),
+            })
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "key: must be a string, got {}",
+                model::describe(other)
+            )));
+        }
+    };
+    let store = state.store.as_ref();
+    for attempt in 0..CAS_ATTEMPTS {
+        let host = load_host(&state, &address).await?;
+        let mut updated = host.value.clone();
+        let reinvestigate = updated.status == model::HostState::Failed;
+        if reinvestigate {
+            updated.status = model::HostState::Investigating;
+            updated.status_reason.clear();
+        }
+        let rk = host_key_record_key(&address);
+        let mut ops = vec![match &key {
+            Some(k) => put_json(&rk, k),
+            None => Op::Delete { key: rk },
+        }];
+        if updated != host.value {
+            ops.push(put_json(&host_key(&address), &updated));
+        }
+        let cmp = Compare::ModRevision(host_key(&address), host.mod_revision);
+        if store.txn(vec![cmp], ops).await?.succeeded {
+            tracing::info!(address = %address, explicit = key.is_some(), "host key re-trusted");
+            if reinvestigate {
+                state.jobs.push(Job::Investigate {
+                    address: address.clone(),
+                });
+            }
+            return Ok(Json(updated));
+        }
+        cas_backoff(attempt).await;
+    }
+    Err(too_contended(&format!("host {address}")))
 }

@@ -98,7 +98,11 @@ pub async fn put(
         let (public, secrets) = split_secrets(&cfg);
         let mut ops = vec![put_json(&key, &public)];
         if !secrets.is_empty() {
-            ops.push(put_container_manager_secrets(&state.sealer, &name, &secrets));
+            ops.push(put_container_manager_secrets(
+                &state.sealer,
+                &name,
+                &secrets,
+            ));
         }
         let out = state
             .store

@@ -76,6 +76,11 @@ pub fn router() -> Router<AppState> {
     );
     r = route(r, "/api/v0/host/{address}/creds", get(hosts::creds));
     r = route(r, "/api/v0/host/{address}/status", get(hosts::status));
+    r = route(
+        r,
+        "/api/v0/host/{address}/hostkey",
+        get(hosts::get_hostkey).put(hosts::trust_hostkey),
+    );
     r = route(r, "/api/v0/clusters", get(clusters::list));
     r = route(
         r,

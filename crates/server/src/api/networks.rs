@@ -104,7 +104,9 @@ pub async fn delete(
     let key = network_key(&name);
     for attempt in 0..CAS_ATTEMPTS {
         let Some(existing) = state.store.get(&key).await? else {
-            return Err(ApiError::not_found(format!("network {name} does not exist")));
+            return Err(ApiError::not_found(format!(
+                "network {name} does not exist"
+            )));
         };
         let clusters = list_json::<Cluster>(state.store.as_ref(), records::CLUSTERS).await?;
         let users: Vec<&str> = clusters

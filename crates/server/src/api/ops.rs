@@ -1,6 +1,7 @@
 //! Operations surface: `/api/v0/status` (no authentication) and `/metrics` (Prometheus).
 
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -26,7 +27,9 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         Ok(Ok(rev)) => json!({"status": "ok", "backend": backend, "revision": rev,
                               "latency_ms": started.elapsed().as_secs_f64() * 1000.0}),
         Ok(Err(e)) => json!({"status": "unavailable", "backend": backend, "error": e.to_string()}),
-        Err(_) => json!({"status": "unavailable", "backend": backend, "error": "no answer in time"}),
+        Err(_) => {
+            json!({"status": "unavailable", "backend": backend, "error": "no answer in time"})
+        }
     };
     let ok = store["status"] == "ok";
     let body = json!({
@@ -34,6 +37,13 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "store": store,
         "bus": {"type": "in-process", "status": "ok"},
         "jobs": {"pending": state.jobs.pending()},
+        "workers": {
+            "investigator": {"status": "running",
+                             "in_flight": state.workers.investigations.load(Ordering::Relaxed)},
+            "watcher": {"status": "running",
+                        "rounds": state.workers.watcher_rounds.load(Ordering::Relaxed),
+                        "hosts_checked_last_round": state.workers.watcher_last_checked.load(Ordering::Relaxed)},
+        },
     });
     let code = if ok {
         StatusCode::OK

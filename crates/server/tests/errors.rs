@@ -1,0 +1,531 @@
+//! Error answers through real HTTP on both backends (SPEC §2.2): malformed bodies, limits,
+//! unknown routes and methods, authentication; rejected requests write nothing; and no input
+//! at all produces a 5xx.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Env, KeyKind, PASSWORD, USER, expect_error, expect_status};
+use futures::StreamExt;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use serde_json::json;
+
+both_backends!(
+    malformed_bodies,
+    routes_methods_and_limits,
+    authentication,
+    rejected_requests_write_nothing,
+    no_5xx_for_any_input,
+);
+
+async fn malformed_bodies(backend: Backend) {
+    let env = Env::new(backend);
+    let s = env.server().await;
+
+    for path in [
+        "/network/n1",
+        "/cluster/c1",
+        "/host/10.0.0.1",
+        "/host",
+        "/containermanager/m1",
+    ] {
+        expect_error(&s.put_raw(path, "{\"type\": ").await, 400, "not valid JSON");
+        expect_error(&s.put_raw(path, "{'a': 1}").await, 400, "not valid JSON");
+        expect_error(&s.put_raw(path, "[1]").await, 400, "JSON object");
+        expect_error(&s.put_raw(path, "null").await, 400, "JSON object");
+        expect_error(&s.put_raw(path, "\"x\"").await, 400, "JSON object");
+        expect_error(&s.put_raw(path, "42").await, 400, "JSON object");
+        expect_error(
+            &s.put_raw(path, vec![0xff, 0xfe, 0x00]).await,
+            400,
+            "not valid JSON",
+        );
+    }
+    expect_error(
+        &s.put("/cluster/c1", json!({"network": 5})).await,
+        400,
+        "network",
+    );
+    expect_error(
+        &s.put("/cluster/c1", json!({"container_manager": []})).await,
+        400,
+        "container_manager",
+    );
+    expect_error(&s.put("/network/n1", json!({"type": 1})).await, 400, "type");
+    expect_error(
+        &s.put("/network/n1", json!({"options": "x"})).await,
+        400,
+        "options",
+    );
+    expect_error(
+        &s.put("/network/n1", json!({"options": {"bogus": 1}})).await,
+        400,
+        "options.bogus",
+    );
+    expect_error(
+        &s.put(
+            "/host/10.0.0.1",
+            json!({"ssh_priv_key": "x", "cpus": "four"}),
+        )
+        .await,
+        400,
+        "cpus",
+    );
+    expect_error(
+        &s.put("/cluster/c1/hosts", json!({"old": "10.0.0.1", "new": []}))
+            .await,
+        400,
+        "old",
+    );
+    expect_error(
+        &s.put("/cluster/c1/hosts", json!({"old": [1], "new": []}))
+            .await,
+        400,
+        "old[0]",
+    );
+    // Invalid names in the URL.
+    expect_error(&s.put("/network/a.b", json!({})).await, 400, "name");
+    expect_error(&s.put("/cluster/a%20b", json!({})).await, 400, "name");
+    let long = "x".repeat(254);
+    expect_error(
+        &s.put(&format!("/cluster/{long}"), json!({})).await,
+        400,
+        "name",
+    );
+    let ok = "x".repeat(253);
+    expect_status(&s.put(&format!("/cluster/{ok}"), json!({})).await, 201);
+    // An empty body counts as {}.
+    let c = expect_status(&s.put_raw("/cluster/c1", "").await, 201);
+    assert_eq!(c["name"], "c1");
+}
+
+async fn routes_methods_and_limits(backend: Backend) {
+    let env = Env::new(backend);
+    let s = env.server().await;
+
+    // Body over 1 MiB.
+    let mut big = String::from("{\"type\": \"flannel_etcd\", \"padding\": \"");
+    big.push_str(&"a".repeat(1024 * 1024 + 16));
+    big.push_str("\"}");
+    expect_error(
+        &s.put_raw("/network/big", big.clone()).await,
+        413,
+        "larger than",
+    );
+    expect_error(&s.put_raw("/host/10.0.0.1", big).await, 413, "limit");
+    expect_error(&s.get("/network/big").await, 404, "does not exist");
+    // Just under the limit is fine.
+    let mut under = String::from("{\"type\": \"flannel_etcd\", \"padding\": \"");
+    under.push_str(&"a".repeat(1024 * 1024 - 100));
+    under.push_str("\"}");
+    expect_status(&s.put_raw("/network/under", under).await, 201);
+
+    // Unknown routes: JSON 404.
+    for path in [
+        "/api/v0/nope",
+        "/api/v0/host/10.0.0.1/nope",
+        "/nope",
+        "/",
+        "/api/v1/clusters",
+    ] {
+        let r = s
+            .send(s.request_url(Method::GET, &format!("{}{path}", s.base)))
+            .await;
+        expect_error(&r, 404, "no such route");
+    }
+    // Wrong methods: JSON 405.
+    for (m, path) in [
+        (Method::POST, "/clusters"),
+        (Method::DELETE, "/clusters"),
+        (Method::PUT, "/clusters"),
+        (Method::POST, "/cluster/c1"),
+        (Method::PATCH, "/network/n1"),
+        (Method::DELETE, "/hosts"),
+        (Method::GET, "/host"),
+        (Method::PUT, "/host/10.0.0.1/creds"),
+        (Method::POST, "/cluster/c1/hosts"),
+        (Method::PUT, "/events"),
+        (Method::PUT, "/status"),
+    ] {
+        let r = s.send(s.request(m.clone(), path)).await;
+        expect_error(&r, 405, "not allowed");
+    }
+
+    // Trailing slashes.
+    assert_eq!(expect_status(&s.get("/clusters/").await, 200), json!([]));
+    expect_status(&s.put("/cluster/c1/", json!({})).await, 201);
+    assert_eq!(
+        expect_status(&s.get("/cluster/c1/").await, 200)["name"],
+        "c1"
+    );
+    assert_eq!(
+        expect_status(&s.get("/cluster/c1/hosts/").await, 200),
+        json!([])
+    );
+    assert_eq!(
+        expect_status(&s.get("/clusters/").await, 200),
+        json!(["c1"])
+    );
+    expect_status(&s.get("/networks/").await, 200);
+    expect_status(&s.get("/status/").await, 200);
+    assert_eq!(
+        expect_status(&s.delete("/cluster/c1/").await, 200),
+        json!([])
+    );
+
+    // Status needs no authentication and reports the store.
+    let r = s
+        .send(
+            s.client()
+                .get(s.url("/status"))
+                .timeout(common::REQUEST_TIMEOUT),
+        )
+        .await;
+    let v = expect_status(&r, 200);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(
+        v["store"]["backend"],
+        match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Etcd => "etcd",
+        }
+    );
+    assert!(r.content_type().starts_with("application/json"));
+}
+
+async fn authentication(backend: Backend) {
+    let env = Env::new(backend);
+    let s = env.server().await;
+    let anon = |m: Method, path: &str| {
+        s.client()
+            .request(m, s.url(path))
+            .timeout(common::REQUEST_TIMEOUT)
+    };
+    let check_401 = |r: &common::Resp, needle: &str| {
+        expect_error(r, 401, needle);
+        assert_eq!(
+            r.headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Basic realm=\"commissaire\""),
+            "{r:?}"
+        );
+    };
+
+    for (m, path) in [
+        (Method::GET, "/clusters"),
+        (Method::GET, "/hosts"),
+        (Method::PUT, "/cluster/c1"),
+        (Method::GET, "/host/10.0.0.1/creds"),
+        (Method::GET, "/events"),
+        (Method::GET, "/nope"),
+    ] {
+        let r = s.send(anon(m, path)).await;
+        check_401(&r, "authentication required");
+    }
+    let r = s
+        .send(anon(Method::GET, "/clusters").basic_auth(USER, Some("wrong")))
+        .await;
+    check_401(&r, "invalid credentials");
+    let r = s
+        .send(anon(Method::GET, "/clusters").basic_auth("nobody", Some(PASSWORD)))
+        .await;
+    check_401(&r, "invalid credentials");
+    let r = s
+        .send(anon(Method::GET, "/clusters").header("authorization", "Basic !!!"))
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = s
+        .send(anon(Method::GET, "/clusters").header("authorization", "Bearer abc"))
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    // A rejected write did not happen.
+    expect_error(&s.get("/cluster/c1").await, 404, "does not exist");
+
+    let r = s.send(anon(Method::GET, "/status")).await;
+    assert_eq!(expect_status(&r, 200)["status"], "ok");
+    // Good credentials, repeatedly (the second one from the cache).
+    for _ in 0..3 {
+        assert_eq!(expect_status(&s.get("/clusters").await, 200), json!([]));
+    }
+}
+
+/// SPEC §2.2: nothing is written when a request is rejected.
+async fn rejected_requests_write_nothing(backend: Backend) {
+    let env = Env::new(backend);
+    let s = env.server().await;
+    let key = env.key(KeyKind::Ed25519);
+    let other = env.key(KeyKind::Ecdsa);
+    let encrypted = env.key(KeyKind::Ed25519Passphrase);
+
+    expect_status(
+        &s.put(
+            "/network/fs",
+            json!({"type": "flannel_server", "options": {"address": "10.0.0.9:1"}}),
+        )
+        .await,
+        201,
+    );
+    expect_status(&s.put("/cluster/c1", json!({"network": "fs"})).await, 201);
+    expect_status(
+        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": key.b64}))
+            .await,
+        201,
+    );
+    expect_status(
+        &s.put("/containermanager/m1", json!({"type": "trivial"}))
+            .await,
+        201,
+    );
+    let before = s.revision().await;
+
+    let rejected = [
+        s.put("/network/fs", json!({"type": "flannel_etcd"})).await,
+        s.put("/network/x", json!({"type": "bogus"})).await,
+        s.put_raw("/network/x", "{").await,
+        s.delete("/network/default").await,
+        s.delete("/network/fs").await,
+        s.delete("/network/none").await,
+        s.put("/cluster/c2", json!({"network": "none"})).await,
+        s.put("/cluster/c2", json!({"container_manager": "none"}))
+            .await,
+        s.put("/cluster/c2", json!({"hostset": ["10.0.0.1"]})).await,
+        s.put("/cluster/c1", json!({"network": 5})).await,
+        s.delete("/cluster/none").await,
+        s.put("/host/10.0.0.1", json!({"ssh_priv_key": other.b64}))
+            .await,
+        s.put("/host/10.0.0.2", json!({"ssh_priv_key": encrypted.b64}))
+            .await,
+        s.put("/host/10.0.0.2", json!({"ssh_priv_key": "bm90IGEga2V5"}))
+            .await,
+        s.put(
+            "/host/10.0.0.2",
+            json!({"ssh_priv_key": key.b64, "cluster": "none"}),
+        )
+        .await,
+        s.put("/host/10.0.0.300", json!({"ssh_priv_key": key.b64}))
+            .await,
+        s.put(
+            "/host",
+            json!({"ssh_priv_key": key.b64, "address": "bad_address"}),
+        )
+        .await,
+        s.delete("/host/10.0.0.2").await,
+        s.put("/cluster/c1/hosts", json!({"old": ["10.0.0.7"], "new": []}))
+            .await,
+        s.put("/cluster/c1/hosts", json!({"old": [], "new": ["10.0.0.1"]}))
+            .await,
+        s.put("/cluster/c1/hosts/10.0.0.1", json!({})).await,
+        s.put("/cluster/c1/hosts/10.0.0.2", json!({})).await,
+        s.put(
+            "/containermanager/m1",
+            json!({"type": "kubernetes", "options": {"server_url": "http://x"}}),
+        )
+        .await,
+        s.put("/containermanager/m2", json!({"type": "nomad"}))
+            .await,
+        s.delete("/containermanager/none").await,
+        s.put_raw("/network/big", vec![b' '; 1024 * 1024 + 10])
+            .await,
+    ];
+    for r in &rejected {
+        assert!(
+            (400..500).contains(&r.status),
+            "expected a rejection: {r:?}"
+        );
+    }
+    assert_eq!(
+        s.revision().await,
+        before,
+        "a rejected request changed the store"
+    );
+}
+
+/// Every route, with odd parameters and junk bodies: never a 5xx.
+async fn no_5xx_for_any_input(backend: Backend) {
+    let env = Env::new(backend);
+    let s = env.server().await;
+    let key = env.key(KeyKind::Ed25519);
+    expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    expect_status(
+        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": key.b64}))
+            .await,
+        201,
+    );
+
+    let params: Vec<String> = [
+        "c1",
+        "10.0.0.1",
+        "default",
+        "2001:db8::1",
+        "%00",
+        "a%00b",
+        "%2E%2E",
+        "..",
+        "%2F",
+        "a%2Fb",
+        "%FF%FE",
+        "%C3%A9t%C3%A9",
+        "\u{1F600}",
+        "%20",
+        "-",
+        "_",
+        "a.b.c.",
+        "[::1]",
+        "1.2.3.4.5",
+        "%25",
+        "null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        "n".repeat(253),
+        "n".repeat(254),
+        "a.".repeat(200),
+        "z".repeat(4000),
+    ])
+    .collect();
+    let templates = [
+        "/hosts",
+        "/host",
+        "/host/{a}",
+        "/host/{a}/creds",
+        "/host/{a}/status",
+        "/clusters",
+        "/cluster/{n}",
+        "/cluster/{n}/hosts",
+        "/cluster/{n}/hosts/{a}",
+        "/cluster/{n}/restart",
+        "/cluster/{n}/upgrade",
+        "/cluster/{n}/deploy",
+        "/networks",
+        "/network/{n}",
+        "/containermanagers",
+        "/containermanager/{n}",
+        "/status",
+        "/openapi.json",
+        "/{n}",
+        "/{n}/{a}",
+    ];
+    let mut paths = vec![];
+    for t in templates {
+        if t.contains('{') {
+            for (i, p) in params.iter().enumerate() {
+                let other = &params[(i + 3) % params.len()];
+                paths.push(t.replace("{a}", p).replace("{n}", other));
+            }
+            paths.push(t.replace("{a}", "10.0.0.1").replace("{n}", "c1"));
+        } else {
+            paths.push(t.to_string());
+        }
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let random: Vec<u8> = (0..256).map(|_| rng.random()).collect();
+    let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let deep_obj = format!("{}1{}", "{\"a\":".repeat(1000), "}".repeat(1000));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"{}".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"x\"".to_vec(),
+        b"{\"ssh_priv_key\": 1}".to_vec(),
+        json!({"ssh_priv_key": key.b64, "cluster": "c1", "address": "10.0.0.1"})
+            .to_string()
+            .into_bytes(),
+        json!({"ssh_priv_key": "", "remote_user": "", "cluster": ""})
+            .to_string()
+            .into_bytes(),
+        json!({"old": [[]], "new": {"a": null}, "network": {"x": [1, 2, {"y": []}]},
+               "type": "flannel_server", "options": {"address": [1]}, "hostset": "x",
+               "container_manager": 1.5e300, "cpus": -1, "version": {}})
+        .to_string()
+        .into_bytes(),
+        json!({"old": [], "new": ["10.0.0.1", "10.0.0.1", "::1"], "type": "kubernetes",
+               "options": {"server_url": "https://\u{0}", "token": ""}})
+        .to_string()
+        .into_bytes(),
+        b"{\"a\": \"\\ud800\"}".to_vec(),
+        b"{\"a\": 1e99999}".to_vec(),
+        random,
+        deep.into_bytes(),
+        deep_obj.into_bytes(),
+    ];
+
+    let mut requests: Vec<(Method, String, Vec<u8>)> = vec![];
+    for p in &paths {
+        for m in [Method::GET, Method::DELETE, Method::HEAD, Method::OPTIONS] {
+            requests.push((m, p.clone(), vec![]));
+        }
+        requests.push((Method::DELETE, p.clone(), b"{\"x\":".to_vec()));
+        for b in &bodies {
+            requests.push((Method::PUT, p.clone(), b.clone()));
+        }
+        for m in [Method::POST, Method::PATCH] {
+            requests.push((m, p.clone(), bodies[6].clone()));
+        }
+    }
+    let total = requests.len();
+    let failures: Vec<String> = futures::stream::iter(requests)
+        .map(|(m, p, b)| {
+            let s = &s;
+            async move {
+                let rb = s
+                    .request(m.clone(), &p)
+                    .header("content-type", "application/json")
+                    .body(b);
+                match rb.send().await {
+                    Ok(r) if r.status().as_u16() >= 500 => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        Some(format!("{m} {p}: {status} {text}"))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(format!("{m} {p}: transport error {e}")),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed:\n{}",
+        failures.len(),
+        failures[..failures.len().min(40)].join("\n")
+    );
+
+    // Odd resume points of the change feed: 400 or a stream, never a 5xx.
+    for id in [
+        "abc",
+        "-1",
+        "1.x",
+        "99999999999999999999",
+        "1.99999999999999999999",
+        "",
+        "1.",
+        ".1",
+        "\u{7f}",
+    ] {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            s.request(Method::GET, "/events")
+                .header("last-event-id", id)
+                .send(),
+        )
+        .await;
+        if let Ok(Ok(r)) = r {
+            assert!(
+                r.status().as_u16() < 500,
+                "Last-Event-ID {id:?}: {}",
+                r.status()
+            );
+        }
+    }
+    // The server is still healthy.
+    expect_status(&s.get("/status").await, 200);
+}
