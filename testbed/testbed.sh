@@ -100,6 +100,10 @@ request() { # ask the supervisor (outside the host) to reboot or stop us
     local t=/run/testbed/requests/.tmp.$NAME.$$
     echo "$1" > "$t" && mv -f "$t" "/run/testbed/requests/$NAME.shim$$"
 }
+go_down() { # like the real thing, the host goes down under the command (and the SSH session)
+    request "$1"
+    sleep 10; exit 0
+}
 version() { local v; read -r v < "$H/version"; echo "$v"; }
 staged() { local v=""; read -r v < "$H/staged_version" || true; echo "$v"; }
 published() { local v; read -r v < /run/testbed/published; echo "$v"; }
@@ -120,21 +124,21 @@ words() { # drop options: the remaining words of a command line, one per line
 case $prog in
 reboot)
     [[ ${1:-} == --help ]] && { echo "reboot (testbed shim)"; exit 0; }
-    request reboot; echo "Rebooting $NAME."; exit 0 ;;
+    go_down reboot ;;
 poweroff|halt)
-    request stop; exit 0 ;;
+    go_down stop ;;
 shutdown)
     for a in "$@"; do
-        case $a in -c) exit 0 ;; -r|--reboot) request reboot; exit 0 ;; esac
+        case $a in -c) exit 0 ;; -r|--reboot) go_down reboot ;; esac
     done
-    request stop; exit 0 ;;
+    go_down stop ;;
 systemctl)
     while [[ ${1:-} == -* && $1 != --version ]]; do shift; done    # --no-block, -q, ...
     sub=${1:-}; shift || true
     case $sub in
     --version) echo "systemd 219 (testbed shim)"; exit 0 ;;
-    reboot) request reboot; exit 0 ;;
-    poweroff|halt) request stop; exit 0 ;;
+    reboot) go_down reboot ;;
+    poweroff|halt) go_down stop ;;
     daemon-reload|daemon-reexec|reset-failed) exit 0 ;;
     is-system-running) echo running; exit 0 ;;
     start|restart|reload|try-restart|reload-or-restart)
@@ -195,14 +199,14 @@ rpm-ostree)
         fi
         echo "$a" > "$H/staged_version"
         echo "Staging deployment... done"
-        if [[ $opts == *" --reboot "* || $opts == *" -r "* ]]; then request reboot; exit 0; fi
+        if [[ $opts == *" --reboot "* || $opts == *" -r "* ]]; then go_down reboot; fi
         echo "Run \"systemctl reboot\" to start a reboot"; exit 0 ;;
     deploy)
         v=$(words "$@" | head -n1)
         [[ -n $v ]] || { echo "error: deploy needs a version" >&2; exit 1; }
         echo "$v" > "$H/staged_version"
         echo "Staging deployment... done"
-        if [[ $opts == *" --reboot "* || $opts == *" -r "* ]]; then request reboot; exit 0; fi
+        if [[ $opts == *" --reboot "* || $opts == *" -r "* ]]; then go_down reboot; fi
         echo "Run \"systemctl reboot\" to start a reboot"; exit 0 ;;
     cleanup)
         : > "$H/staged_version"; exit 0 ;;

@@ -6,6 +6,9 @@
 //! parallel.
 
 pub mod sshd;
+pub mod testbed;
+
+pub use testbed::{Testbed, TestbedOptions};
 
 use std::fs::File;
 use std::io::{Read, Write};
