@@ -609,16 +609,23 @@ sv_boot() {
     echo $! > "$H/pid"
     echo up > "$H/status"
 }
-sv_kill() { # host: power off at once; the network link goes down like a switched-off NIC
+sv_kill() { # host [abrupt]: kill every process of the host, then take its link down.
+    # A reboot or poweroff closes the host's TCP connections first (clients see "closed by
+    # remote host"); `abrupt` (stop from outside: a pulled plug) takes the link down first, so
+    # open connections just go silent.
     local name=$1 pid=${HPID[$1]:-} init="" i
+    if [[ ${2:-} == abrupt ]]; then
+        ip link set "${PFX}v${HIDX[$name]}" down 2> /dev/null || true
+    fi
     if [[ -n $pid ]]; then
         init=$(init_pid "$name") || init=""
-        kill -KILL "$pid" ${init:+"$init"} 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        kill -KILL "$pid" ${init:+"$init"} 2> /dev/null || true
+        wait "$pid" 2> /dev/null || true
         for ((i = 0; i < 200; i++)); do alive "$init" || break; read -r -t 0.01 -u 9 _ || true; done
+        [[ ${2:-} == abrupt ]] || read -r -t 0.1 -u 9 _ || true     # let the FINs leave
     fi
     HPID[$name]=""
-    ip link set "${PFX}v${HIDX[$name]}" down 2>/dev/null || true
+    ip link set "${PFX}v${HIDX[$name]}" down 2> /dev/null || true
     VDOWN[$name]=1
 }
 sv_rekey() { # host: sshd re-execs on SIGHUP (same PID 1) and loads the new host key
@@ -626,11 +633,24 @@ sv_rekey() { # host: sshd re-execs on SIGHUP (same PID 1) and loads the new host
     init=$(init_pid "$1") || return 0
     kill -HUP "$init" 2>/dev/null || true
 }
-sv_shutdown_all() {
-    local name
+sv_shutdown_all() { # every host at once (the network is removed right after)
+    local name pid init i
+    local -a pids=() inits=()
     for name in "${!HPID[@]}"; do
-        [[ -n ${HPID[$name]} ]] && sv_kill "$name"
+        pid=${HPID[$name]}
+        if [[ -n $pid ]]; then
+            pids+=("$pid")
+            init=""; read -r init _ 2> /dev/null < "/proc/$pid/task/$pid/children"
+            [[ -n $init ]] && inits+=("$init")
+        fi
+        HPID[$name]=""
         echo stopped > "$STATE/hosts/$name/status"
+    done
+    ((${#pids[@]})) || return 0
+    kill -KILL "${pids[@]}" "${inits[@]}" 2> /dev/null
+    for pid in "${pids[@]}"; do wait "$pid" 2> /dev/null; done
+    for init in "${inits[@]}"; do
+        for ((i = 0; i < 200; i++)); do alive "$init" || break; read -r -t 0.01 -u 9 _; done
     done
 }
 cmd_supervise() {
@@ -666,7 +686,10 @@ cmd_supervise() {
                     echo rebooting > "$STATE/hosts/$name/status"; sv_kill "$name"
                     UPAT[$name]=$(($(now_us) + delay_us))
                 fi ;;
-            stop) echo stopped > "$STATE/hosts/$name/status"; sv_kill "$name"; unset "UPAT[$name]" ;;
+            stop) # from the shims (poweroff, halt, shutdown) or `testbed.sh stop` (abrupt)
+                echo stopped > "$STATE/hosts/$name/status"
+                if [[ $token == cli* ]]; then sv_kill "$name" abrupt; else sv_kill "$name"; fi
+                unset "UPAT[$name]" ;;
             start) [[ -z ${HPID[$name]} ]] && { unset "UPAT[$name]"; sv_boot "$name"; } ;;
             rekey) sv_rekey "$name" ;;
             *) sv_log "unknown action '$action'" ;;
@@ -725,6 +748,8 @@ EOF
     mount -t overlay overlay -o "lowerdir=$STATE/layers/$FLAVOUR/etc:/etc,upperdir=$H/etc,workdir=$H/.work/etc" /etc
     mount -t overlay overlay -o "lowerdir=/var,upperdir=$H/var,workdir=$H/.work/var" /var
     mount -t overlay overlay -o "lowerdir=$STATE/layers/$FLAVOUR/usr:$STATE/layers/common/usr:/usr" /usr
+    mount -t tmpfs -o size=1m,mode=755 tmpfs /usr/local     # not the machine's tools (docker, git...)
+    mkdir -p /usr/local/bin /usr/local/sbin /usr/local/lib /usr/local/share
     mount --bind "$H/meminfo" /proc/meminfo
     mount --bind "$H/boot_id" /proc/sys/kernel/random/boot_id
     mount --bind "$H/root" /root

@@ -46,11 +46,11 @@ async fn networks(backend: Backend) {
         json!({"name": "default", "type": "flannel_etcd", "options": {}})
     );
 
-    let body = json!({"type": "flannel_server", "options": {"address": "10.0.0.2:8080"}});
+    let body = json!({"type": "flannel_server", "options": {"address": "127.0.1.2:8080"}});
     let created = expect_status(&s.put("/network/fs1", body.clone()).await, 201);
     assert_eq!(
         created,
-        json!({"name": "fs1", "type": "flannel_server", "options": {"address": "10.0.0.2:8080"}})
+        json!({"name": "fs1", "type": "flannel_server", "options": {"address": "127.0.1.2:8080"}})
     );
     let rev = s.revision().await;
     let again = expect_status(&s.put("/network/fs1", body).await, 201);
@@ -59,7 +59,7 @@ async fn networks(backend: Backend) {
     expect_error(
         &s.put(
             "/network/fs1",
-            json!({"type": "flannel_server", "options": {"address": "10.0.0.3:8080"}}),
+            json!({"type": "flannel_server", "options": {"address": "127.0.1.3:8080"}}),
         )
         .await,
         409,
@@ -242,7 +242,8 @@ async fn clusters(backend: Backend) {
         "network nope does not exist",
     );
     expect_error(
-        &s.put("/cluster/c2", json!({"hostset": ["10.0.0.1"]})).await,
+        &s.put("/cluster/c2", json!({"hostset": ["127.0.1.1"]}))
+            .await,
         400,
         "hostset",
     );
@@ -257,7 +258,7 @@ async fn clusters(backend: Backend) {
     // A member, then a new network: the member is kept.
     expect_status(
         &s.put(
-            "/host/10.0.0.1",
+            "/host/127.0.1.1",
             json!({"ssh_priv_key": key.b64, "cluster": "c1"}),
         )
         .await,
@@ -266,8 +267,9 @@ async fn clusters(backend: Backend) {
     expect_status(&s.put("/network/n2", json!({})).await, 201);
     let updated = expect_status(&s.put("/cluster/c1", json!({"network": "n2"})).await, 201);
     assert_eq!(updated["network"], "n2");
-    assert_eq!(updated["hostset"], json!(["10.0.0.1"]));
-    // The only member is investigating, so unavailable: the cluster is failed.
+    assert_eq!(updated["hostset"], json!(["127.0.1.1"]));
+    // The only member is not active (investigating, or failed once the investigation gives
+    // up), so unavailable: the cluster is failed.
     assert_eq!(updated["status"], "failed");
     assert_eq!(
         updated["hosts"],
@@ -286,7 +288,7 @@ async fn clusters(backend: Backend) {
     assert_eq!(expect_status(&s.get("/cluster/c1").await, 200), updated);
     assert_eq!(
         expect_status(&s.get("/cluster/c1/hosts").await, 200),
-        json!(["10.0.0.1"])
+        json!(["127.0.1.1"])
     );
 
     expect_error(
@@ -313,24 +315,27 @@ async fn hosts(backend: Backend) {
     let encrypted = env.key(KeyKind::Ed25519Passphrase);
 
     let h = expect_status(
-        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": ed.b64}))
+        &s.put("/host/127.0.1.1", json!({"ssh_priv_key": ed.b64}))
             .await,
         201,
     );
     // The original's fields (ours may be added, never removed).
     assert_fields(
         &h,
-        &json!({"address": "10.0.0.1", "status": "investigating", "os": "", "cpus": 0,
+        &json!({"address": "127.0.1.1", "status": "investigating", "os": "", "cpus": 0,
                 "memory": 0, "space": 0, "last_check": "", "source": ""}),
     );
+    // The investigation (a background worker) moves the new host on; once it is done, an
+    // identical PUT answers 201 with the stored host and writes nothing.
+    let settled = s.settle_host("127.0.1.1").await;
     let rev = s.revision().await;
     assert_eq!(
         expect_status(
-            &s.put("/host/10.0.0.1", json!({"ssh_priv_key": ed.b64}))
+            &s.put("/host/127.0.1.1", json!({"ssh_priv_key": ed.b64}))
                 .await,
             201
         ),
-        h
+        settled
     );
     assert_eq!(
         s.revision().await,
@@ -338,14 +343,14 @@ async fn hosts(backend: Backend) {
         "an identical host PUT must not write"
     );
     expect_error(
-        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": rsa.b64}))
+        &s.put("/host/127.0.1.1", json!({"ssh_priv_key": rsa.b64}))
             .await,
         409,
         "different ssh_priv_key",
     );
 
     // Every supported key format.
-    for (addr, key) in [("10.0.0.2", &rsa), ("10.0.0.3", &ecdsa)] {
+    for (addr, key) in [("127.0.1.2", &rsa), ("127.0.1.3", &ecdsa)] {
         let h = expect_status(
             &s.put(&format!("/host/{addr}"), json!({"ssh_priv_key": key.b64}))
                 .await,
@@ -358,7 +363,7 @@ async fn hosts(backend: Backend) {
     // Bad keys.
     expect_error(
         &s.put(
-            "/host/10.0.0.4",
+            "/host/127.0.1.4",
             json!({"ssh_priv_key": "!!! not base64 !!!"}),
         )
         .await,
@@ -367,7 +372,7 @@ async fn hosts(backend: Backend) {
     );
     expect_error(
         &s.put(
-            "/host/10.0.0.4",
+            "/host/127.0.1.4",
             json!({"ssh_priv_key": b64(b"this is not a private key at all")}),
         )
         .await,
@@ -375,24 +380,24 @@ async fn hosts(backend: Backend) {
         "does not parse as a private key",
     );
     expect_error(
-        &s.put("/host/10.0.0.4", json!({"ssh_priv_key": encrypted.b64}))
+        &s.put("/host/127.0.1.4", json!({"ssh_priv_key": encrypted.b64}))
             .await,
         400,
         "passphrase",
     );
     expect_error(
-        &s.put("/host/10.0.0.4", json!({})).await,
+        &s.put("/host/127.0.1.4", json!({})).await,
         400,
         "ssh_priv_key",
     );
     expect_error(
-        &s.put("/host/10.0.0.4", json!({"ssh_priv_key": 42})).await,
+        &s.put("/host/127.0.1.4", json!({"ssh_priv_key": 42})).await,
         400,
         "ssh_priv_key",
     );
     expect_error(
         &s.put(
-            "/host/10.0.0.4",
+            "/host/127.0.1.4",
             json!({"ssh_priv_key": ed.b64, "cluster": "nope"}),
         )
         .await,
@@ -400,20 +405,21 @@ async fn hosts(backend: Backend) {
         "cluster nope does not exist",
     );
     expect_error(
-        &s.get("/host/10.0.0.4").await,
+        &s.get("/host/127.0.1.4").await,
         404,
-        "host 10.0.0.4 does not exist",
+        "host 127.0.1.4 does not exist",
     );
 
     // Joining a cluster on creation.
     expect_status(&s.put("/cluster/c1", json!({})).await, 201);
     let body = json!({"ssh_priv_key": ed.b64, "cluster": "c1"});
-    expect_status(&s.put("/host/10.0.0.5", body.clone()).await, 201);
+    expect_status(&s.put("/host/127.0.1.5", body.clone()).await, 201);
     let c = expect_status(&s.get("/cluster/c1").await, 200);
-    assert_eq!(c["hostset"], json!(["10.0.0.5"]));
+    assert_eq!(c["hostset"], json!(["127.0.1.5"]));
     assert_eq!(c["hosts"]["total"], 1);
+    s.settle_host("127.0.1.5").await;
     let rev = s.revision().await;
-    expect_status(&s.put("/host/10.0.0.5", body).await, 201);
+    expect_status(&s.put("/host/127.0.1.5", body).await, 201);
     assert_eq!(
         s.revision().await,
         rev,
@@ -423,7 +429,7 @@ async fn hosts(backend: Backend) {
     expect_status(&s.put("/cluster/c2", json!({})).await, 201);
     expect_error(
         &s.put(
-            "/host/10.0.0.5",
+            "/host/127.0.1.5",
             json!({"ssh_priv_key": ed.b64, "cluster": "c2"}),
         )
         .await,
@@ -431,31 +437,32 @@ async fn hosts(backend: Backend) {
         "not a member of cluster c2",
     );
 
-    let creds = expect_status(&s.get("/host/10.0.0.5/creds").await, 200);
+    let creds = expect_status(&s.get("/host/127.0.1.5/creds").await, 200);
     assert_eq!(
         creds,
-        json!({"address": "10.0.0.5", "ssh_priv_key": ed.b64, "remote_user": "root"})
+        json!({"address": "127.0.1.5", "ssh_priv_key": ed.b64, "remote_user": "root"})
     );
-    let st = expect_status(&s.get("/host/10.0.0.5/status").await, 200);
+    let host = expect_status(&s.get("/host/127.0.1.5").await, 200);
+    let st = expect_status(&s.get("/host/127.0.1.5/status").await, 200);
     assert_eq!(st["type"], "host_only");
-    assert_eq!(st["host"]["status"], "investigating");
-    assert_eq!(st["host"]["last_check"], "");
+    assert_eq!(st["host"]["status"], host["status"]);
+    assert_eq!(st["host"]["last_check"], host["last_check"]);
 
     expect_status(
         &s.put(
-            "/host/10.0.0.7",
+            "/host/127.0.1.7",
             json!({"ssh_priv_key": ed.b64, "remote_user": "core"}),
         )
         .await,
         201,
     );
     assert_eq!(
-        expect_status(&s.get("/host/10.0.0.7/creds").await, 200)["remote_user"],
+        expect_status(&s.get("/host/127.0.1.7/creds").await, 200)["remote_user"],
         "core"
     );
     expect_error(
         &s.put(
-            "/host/10.0.0.8",
+            "/host/127.0.1.8",
             json!({"ssh_priv_key": ed.b64, "remote_user": "bad user;"}),
         )
         .await,
@@ -474,7 +481,13 @@ async fn hosts(backend: Backend) {
     addrs.sort();
     assert_eq!(
         addrs,
-        ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.5", "10.0.0.7"]
+        [
+            "127.0.1.1",
+            "127.0.1.2",
+            "127.0.1.3",
+            "127.0.1.5",
+            "127.0.1.7"
+        ]
     );
     for key in [&ed, &rsa, &ecdsa] {
         for frag in key.secret_fragments() {
@@ -482,45 +495,54 @@ async fn hosts(backend: Backend) {
         }
     }
     assert!(!list.text.contains("ssh_priv_key"));
-    let one = s.get("/host/10.0.0.5").await;
+    let one = s.get("/host/127.0.1.5").await;
     expect_status(&one, 200);
     assert!(!one.text.contains(&ed.b64));
 
     assert_eq!(
-        expect_status(&s.delete("/host/10.0.0.5").await, 200),
+        expect_status(&s.delete("/host/127.0.1.5").await, 200),
         json!([])
     );
     assert_eq!(
         expect_status(&s.get("/cluster/c1").await, 200)["hostset"],
         json!([])
     );
-    expect_error(&s.get("/host/10.0.0.5").await, 404, "does not exist");
-    expect_error(&s.get("/host/10.0.0.5/creds").await, 404, "10.0.0.5");
-    expect_error(&s.get("/host/10.0.0.5/status").await, 404, "does not exist");
-    expect_error(&s.delete("/host/10.0.0.5").await, 404, "does not exist");
+    expect_error(&s.get("/host/127.0.1.5").await, 404, "does not exist");
+    expect_error(&s.get("/host/127.0.1.5/creds").await, 404, "127.0.1.5");
+    expect_error(
+        &s.get("/host/127.0.1.5/status").await,
+        404,
+        "does not exist",
+    );
+    expect_error(&s.delete("/host/127.0.1.5").await, 404, "does not exist");
 
-    // IPv6 and DNS names, canonicalized.
+    // IPv6 and DNS names, canonicalized (loopback ones: the investigation connects to them).
     let h = expect_status(
-        &s.put("/host/2001:DB8:0::1", json!({"ssh_priv_key": ed.b64}))
+        &s.put("/host/0:0:0:0:0:0:0:1", json!({"ssh_priv_key": ed.b64}))
             .await,
         201,
     );
-    assert_eq!(h["address"], "2001:db8::1");
+    assert_eq!(h["address"], "::1");
     assert_eq!(
-        expect_status(&s.get("/host/2001:db8::1").await, 200)["address"],
-        "2001:db8::1"
+        expect_status(&s.get("/host/::1").await, 200)["address"],
+        "::1"
     );
     assert_eq!(
-        expect_status(&s.get("/host/2001:db8:0:0::1/creds").await, 200)["address"],
-        "2001:db8::1"
+        expect_status(&s.get("/host/[0::1]/creds").await, 200)["address"],
+        "::1"
+    );
+    expect_error(
+        &s.get("/host/2001:DB8:0::1").await,
+        404,
+        "host 2001:db8::1 does not exist",
     );
     let h = expect_status(
-        &s.put("/host/Node-1.Example.com", json!({"ssh_priv_key": ed.b64}))
+        &s.put("/host/LocalHost", json!({"ssh_priv_key": ed.b64}))
             .await,
         201,
     );
-    assert_eq!(h["address"], "node-1.example.com");
-    expect_status(&s.get("/host/node-1.example.com").await, 200);
+    assert_eq!(h["address"], "localhost");
+    expect_status(&s.get("/host/localhost").await, 200);
 
     // Invalid addresses.
     expect_error(
@@ -546,18 +568,18 @@ async fn url_parameters_win_over_body(backend: Backend) {
 
     let h = expect_status(
         &s.put(
-            "/host/10.0.0.5",
-            json!({"address": "10.0.0.6", "ssh_priv_key": key.b64}),
+            "/host/127.0.1.5",
+            json!({"address": "127.0.1.6", "ssh_priv_key": key.b64}),
         )
         .await,
         201,
     );
-    assert_eq!(h["address"], "10.0.0.5");
-    expect_status(&s.get("/host/10.0.0.5").await, 200);
-    expect_error(&s.get("/host/10.0.0.6").await, 404, "does not exist");
+    assert_eq!(h["address"], "127.0.1.5");
+    expect_status(&s.get("/host/127.0.1.5").await, 200);
+    expect_error(&s.get("/host/127.0.1.6").await, 404, "does not exist");
     assert_eq!(
-        expect_status(&s.get("/host/10.0.0.5/creds").await, 200)["address"],
-        "10.0.0.5"
+        expect_status(&s.get("/host/127.0.1.5/creds").await, 200)["address"],
+        "127.0.1.5"
     );
 
     let c = expect_status(&s.put("/cluster/c1", json!({"name": "zz"})).await, 201);
@@ -597,31 +619,31 @@ async fn self_registration(backend: Backend) {
     let h = expect_status(
         &s.put(
             "/host",
-            json!({"ssh_priv_key": key.b64, "address": "10.1.2.3"}),
+            json!({"ssh_priv_key": key.b64, "address": "127.0.2.3"}),
         )
         .await,
         201,
     );
-    assert_eq!(h["address"], "10.1.2.3");
+    assert_eq!(h["address"], "127.0.2.3");
     expect_status(&s.put("/cluster/c1", json!({})).await, 201);
     let h = expect_status(
         &s.put(
             "/host",
-            json!({"ssh_priv_key": key.b64, "address": "2001:DB8::7", "cluster": "c1"}),
+            json!({"ssh_priv_key": key.b64, "address": "0:0::1", "cluster": "c1"}),
         )
         .await,
         201,
     );
-    assert_eq!(h["address"], "2001:db8::7");
+    assert_eq!(h["address"], "::1");
     assert_eq!(
         expect_status(&s.get("/cluster/c1/hosts").await, 200),
-        json!(["2001:db8::7"])
+        json!(["::1"])
     );
 
     expect_error(
         &s.put(
             "/host",
-            json!({"ssh_priv_key": key.b64, "address": "10.1.2.300"}),
+            json!({"ssh_priv_key": key.b64, "address": "127.0.2.300"}),
         )
         .await,
         400,
@@ -637,7 +659,7 @@ async fn self_registration(backend: Backend) {
         .map(|h| h["address"].as_str().expect("address"))
         .collect();
     addrs.sort();
-    assert_eq!(addrs, ["10.1.2.3", "127.0.0.1", "2001:db8::7"]);
+    assert_eq!(addrs, ["127.0.0.1", "127.0.2.3", "::1"]);
 }
 
 async fn membership(backend: Backend) {
@@ -647,7 +669,7 @@ async fn membership(backend: Backend) {
 
     expect_status(&s.put("/cluster/c", json!({})).await, 201);
     expect_status(
-        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": key.b64}))
+        &s.put("/host/127.0.1.1", json!({"ssh_priv_key": key.b64}))
             .await,
         201,
     );
@@ -655,7 +677,7 @@ async fn membership(backend: Backend) {
     expect_error(
         &s.put(
             "/cluster/c/hosts",
-            json!({"old": ["10.0.0.9"], "new": ["10.0.0.1"]}),
+            json!({"old": ["127.0.1.9"], "new": ["127.0.1.1"]}),
         )
         .await,
         409,
@@ -681,28 +703,28 @@ async fn membership(backend: Backend) {
         "10.0.0.300",
     );
     expect_error(
-        &s.put("/cluster/c/hosts", json!({"old": [], "new": ["10.0.0.1"]}))
+        &s.put("/cluster/c/hosts", json!({"old": [], "new": ["127.0.1.1"]}))
             .await,
         405,
-        "investigating",
+        "not ready to join",
     );
     expect_error(
-        &s.put("/cluster/c/hosts/10.0.0.1", json!({})).await,
+        &s.put("/cluster/c/hosts/127.0.1.1", json!({})).await,
         405,
-        "investigating",
+        "not ready to join",
     );
     expect_error(
-        &s.put("/cluster/c/hosts/10.0.0.99", json!({})).await,
+        &s.put("/cluster/c/hosts/127.0.1.99", json!({})).await,
         404,
-        "host 10.0.0.99 does not exist",
+        "host 127.0.1.99 does not exist",
     );
     expect_error(
-        &s.get("/cluster/c/hosts/10.0.0.1").await,
+        &s.get("/cluster/c/hosts/127.0.1.1").await,
         404,
         "not a member",
     );
     assert_eq!(
-        expect_status(&s.delete("/cluster/c/hosts/10.0.0.1").await, 200),
+        expect_status(&s.delete("/cluster/c/hosts/127.0.1.1").await, 200),
         json!([])
     );
     assert_eq!(
@@ -721,45 +743,45 @@ async fn membership(backend: Backend) {
     // A member (joined on creation) can be read and removed, idempotently.
     expect_status(
         &s.put(
-            "/host/10.0.0.2",
+            "/host/127.0.1.2",
             json!({"ssh_priv_key": key.b64, "cluster": "c"}),
         )
         .await,
         201,
     );
     assert_eq!(
-        expect_status(&s.get("/cluster/c/hosts/10.0.0.2").await, 200),
-        json!(["10.0.0.2"])
+        expect_status(&s.get("/cluster/c/hosts/127.0.1.2").await, 200),
+        json!(["127.0.1.2"])
     );
-    // Joining again is idempotent even while investigating: it is already a member.
+    // Joining again is idempotent even though it is not ready: it is already a member.
     assert_eq!(
-        expect_status(&s.put("/cluster/c/hosts/10.0.0.2", json!({})).await, 200),
-        json!(["10.0.0.2"])
+        expect_status(&s.put("/cluster/c/hosts/127.0.1.2", json!({})).await, 200),
+        json!(["127.0.1.2"])
     );
     assert_eq!(
-        expect_status(&s.delete("/cluster/c/hosts/10.0.0.2").await, 200),
+        expect_status(&s.delete("/cluster/c/hosts/127.0.1.2").await, 200),
         json!([])
     );
     assert_eq!(
-        expect_status(&s.delete("/cluster/c/hosts/10.0.0.2").await, 200),
+        expect_status(&s.delete("/cluster/c/hosts/127.0.1.2").await, 200),
         json!([])
     );
     expect_error(
-        &s.get("/cluster/c/hosts/10.0.0.2").await,
+        &s.get("/cluster/c/hosts/127.0.1.2").await,
         404,
         "not a member",
     );
     // The host itself is still there.
-    expect_status(&s.get("/host/10.0.0.2").await, 200);
+    expect_status(&s.get("/host/127.0.1.2").await, 200);
 
     // Missing cluster.
     for r in [
         s.get("/cluster/missing/hosts").await,
         s.put("/cluster/missing/hosts", json!({"old": [], "new": []}))
             .await,
-        s.get("/cluster/missing/hosts/10.0.0.1").await,
-        s.put("/cluster/missing/hosts/10.0.0.1", json!({})).await,
-        s.delete("/cluster/missing/hosts/10.0.0.1").await,
+        s.get("/cluster/missing/hosts/127.0.1.1").await,
+        s.put("/cluster/missing/hosts/127.0.1.1", json!({})).await,
+        s.delete("/cluster/missing/hosts/127.0.1.1").await,
     ] {
         expect_error(&r, 404, "cluster missing does not exist");
     }

@@ -28,7 +28,7 @@ async fn malformed_bodies(backend: Backend) {
     for path in [
         "/network/n1",
         "/cluster/c1",
-        "/host/10.0.0.1",
+        "/host/127.0.1.1",
         "/host",
         "/containermanager/m1",
     ] {
@@ -67,7 +67,7 @@ async fn malformed_bodies(backend: Backend) {
     );
     expect_error(
         &s.put(
-            "/host/10.0.0.1",
+            "/host/127.0.1.1",
             json!({"ssh_priv_key": "x", "cpus": "four"}),
         )
         .await,
@@ -75,7 +75,7 @@ async fn malformed_bodies(backend: Backend) {
         "cpus",
     );
     expect_error(
-        &s.put("/cluster/c1/hosts", json!({"old": "10.0.0.1", "new": []}))
+        &s.put("/cluster/c1/hosts", json!({"old": "127.0.1.1", "new": []}))
             .await,
         400,
         "old",
@@ -115,8 +115,19 @@ async fn routes_methods_and_limits(backend: Backend) {
         413,
         "larger than",
     );
-    expect_error(&s.put_raw("/host/10.0.0.1", big).await, 413, "limit");
+    expect_error(&s.put_raw("/host/127.0.1.1", big).await, 413, "limit");
     expect_error(&s.get("/network/big").await, 404, "does not exist");
+    // The same without Content-Length (chunked): 413 as well.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..40).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
+    let r = s
+        .send(
+            s.request(Method::PUT, "/network/big")
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+        )
+        .await;
+    expect_error(&r, 413, "larger than");
     // Just under the limit is fine.
     let mut under = String::from("{\"type\": \"flannel_etcd\", \"padding\": \"");
     under.push_str(&"a".repeat(1024 * 1024 - 100));
@@ -126,7 +137,7 @@ async fn routes_methods_and_limits(backend: Backend) {
     // Unknown routes: JSON 404.
     for path in [
         "/api/v0/nope",
-        "/api/v0/host/10.0.0.1/nope",
+        "/api/v0/host/127.0.1.1/nope",
         "/nope",
         "/",
         "/api/v1/clusters",
@@ -145,7 +156,7 @@ async fn routes_methods_and_limits(backend: Backend) {
         (Method::PATCH, "/network/n1"),
         (Method::DELETE, "/hosts"),
         (Method::GET, "/host"),
-        (Method::PUT, "/host/10.0.0.1/creds"),
+        (Method::PUT, "/host/127.0.1.1/creds"),
         (Method::POST, "/cluster/c1/hosts"),
         (Method::PUT, "/events"),
         (Method::PUT, "/status"),
@@ -219,7 +230,7 @@ async fn authentication(backend: Backend) {
         (Method::GET, "/clusters"),
         (Method::GET, "/hosts"),
         (Method::PUT, "/cluster/c1"),
-        (Method::GET, "/host/10.0.0.1/creds"),
+        (Method::GET, "/host/127.0.1.1/creds"),
         (Method::GET, "/events"),
         (Method::GET, "/nope"),
     ] {
@@ -264,14 +275,14 @@ async fn rejected_requests_write_nothing(backend: Backend) {
     expect_status(
         &s.put(
             "/network/fs",
-            json!({"type": "flannel_server", "options": {"address": "10.0.0.9:1"}}),
+            json!({"type": "flannel_server", "options": {"address": "127.0.1.9:1"}}),
         )
         .await,
         201,
     );
     expect_status(&s.put("/cluster/c1", json!({"network": "fs"})).await, 201);
     expect_status(
-        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": key.b64}))
+        &s.put("/host/127.0.1.1", json!({"ssh_priv_key": key.b64}))
             .await,
         201,
     );
@@ -280,6 +291,8 @@ async fn rejected_requests_write_nothing(backend: Backend) {
             .await,
         201,
     );
+    // Let the background investigation of the host finish its writes first.
+    s.settle_hosts().await;
     let before = s.revision().await;
 
     let rejected = [
@@ -292,17 +305,18 @@ async fn rejected_requests_write_nothing(backend: Backend) {
         s.put("/cluster/c2", json!({"network": "none"})).await,
         s.put("/cluster/c2", json!({"container_manager": "none"}))
             .await,
-        s.put("/cluster/c2", json!({"hostset": ["10.0.0.1"]})).await,
+        s.put("/cluster/c2", json!({"hostset": ["127.0.1.1"]}))
+            .await,
         s.put("/cluster/c1", json!({"network": 5})).await,
         s.delete("/cluster/none").await,
-        s.put("/host/10.0.0.1", json!({"ssh_priv_key": other.b64}))
+        s.put("/host/127.0.1.1", json!({"ssh_priv_key": other.b64}))
             .await,
-        s.put("/host/10.0.0.2", json!({"ssh_priv_key": encrypted.b64}))
+        s.put("/host/127.0.1.2", json!({"ssh_priv_key": encrypted.b64}))
             .await,
-        s.put("/host/10.0.0.2", json!({"ssh_priv_key": "bm90IGEga2V5"}))
+        s.put("/host/127.0.1.2", json!({"ssh_priv_key": "bm90IGEga2V5"}))
             .await,
         s.put(
-            "/host/10.0.0.2",
+            "/host/127.0.1.2",
             json!({"ssh_priv_key": key.b64, "cluster": "none"}),
         )
         .await,
@@ -313,13 +327,19 @@ async fn rejected_requests_write_nothing(backend: Backend) {
             json!({"ssh_priv_key": key.b64, "address": "bad_address"}),
         )
         .await,
-        s.delete("/host/10.0.0.2").await,
-        s.put("/cluster/c1/hosts", json!({"old": ["10.0.0.7"], "new": []}))
-            .await,
-        s.put("/cluster/c1/hosts", json!({"old": [], "new": ["10.0.0.1"]}))
-            .await,
-        s.put("/cluster/c1/hosts/10.0.0.1", json!({})).await,
-        s.put("/cluster/c1/hosts/10.0.0.2", json!({})).await,
+        s.delete("/host/127.0.1.2").await,
+        s.put(
+            "/cluster/c1/hosts",
+            json!({"old": ["127.0.1.7"], "new": []}),
+        )
+        .await,
+        s.put(
+            "/cluster/c1/hosts",
+            json!({"old": [], "new": ["127.0.1.1"]}),
+        )
+        .await,
+        s.put("/cluster/c1/hosts/127.0.1.1", json!({})).await,
+        s.put("/cluster/c1/hosts/127.0.1.2", json!({})).await,
         s.put(
             "/containermanager/m1",
             json!({"type": "kubernetes", "options": {"server_url": "http://x"}}),
@@ -351,14 +371,14 @@ async fn no_5xx_for_any_input(backend: Backend) {
     let key = env.key(KeyKind::Ed25519);
     expect_status(&s.put("/cluster/c1", json!({})).await, 201);
     expect_status(
-        &s.put("/host/10.0.0.1", json!({"ssh_priv_key": key.b64}))
+        &s.put("/host/127.0.1.1", json!({"ssh_priv_key": key.b64}))
             .await,
         201,
     );
 
     let params: Vec<String> = [
         "c1",
-        "10.0.0.1",
+        "127.0.1.1",
         "default",
         "2001:db8::1",
         "%00",
@@ -417,7 +437,7 @@ async fn no_5xx_for_any_input(backend: Backend) {
                 let other = &params[(i + 3) % params.len()];
                 paths.push(t.replace("{a}", p).replace("{n}", other));
             }
-            paths.push(t.replace("{a}", "10.0.0.1").replace("{n}", "c1"));
+            paths.push(t.replace("{a}", "127.0.1.1").replace("{n}", "c1"));
         } else {
             paths.push(t.to_string());
         }
@@ -433,7 +453,9 @@ async fn no_5xx_for_any_input(backend: Backend) {
         b"[]".to_vec(),
         b"\"x\"".to_vec(),
         b"{\"ssh_priv_key\": 1}".to_vec(),
-        json!({"ssh_priv_key": key.b64, "cluster": "c1", "address": "10.0.0.1"})
+        // A valid key, but a cluster that does not exist: parsed and checked all the way, and
+        // never creates a host (the investigation would connect to it).
+        json!({"ssh_priv_key": key.b64, "cluster": "nope", "address": "127.0.1.1"})
             .to_string()
             .into_bytes(),
         json!({"ssh_priv_key": "", "remote_user": "", "cluster": ""})
@@ -444,7 +466,7 @@ async fn no_5xx_for_any_input(backend: Backend) {
                "container_manager": 1.5e300, "cpus": -1, "version": {}})
         .to_string()
         .into_bytes(),
-        json!({"old": [], "new": ["10.0.0.1", "10.0.0.1", "::1"], "type": "kubernetes",
+        json!({"old": [], "new": ["127.0.1.1", "127.0.1.1", "::1"], "type": "kubernetes",
                "options": {"server_url": "https://\u{0}", "token": ""}})
         .to_string()
         .into_bytes(),

@@ -34,7 +34,7 @@ async fn two_servers_lose_no_update_and_survive_an_etcd_outage() {
 
     expect_status(&a.put("/cluster/c", json!({})).await, 201);
     let addresses: Vec<String> = (0..HOSTS)
-        .map(|i| format!("10.9.{}.{}", i / 200, i % 200 + 1))
+        .map(|i| format!("127.9.{}.{}", i / 200, i % 200 + 1))
         .collect();
     let started = Instant::now();
     let results: Vec<(String, u16, String)> = futures::stream::iter(addresses.iter().enumerate())
@@ -87,7 +87,7 @@ async fn two_servers_lose_no_update_and_survive_an_etcd_outage() {
     // etcd goes away: fast 503s with JSON bodies, nothing hangs.
     env.etcd.as_mut().expect("etcd").stop();
     for server in [&a, &b] {
-        for path in ["/clusters", "/cluster/c", "/hosts", "/host/10.9.0.1"] {
+        for path in ["/clusters", "/cluster/c", "/hosts", "/host/127.9.0.1"] {
             let t = Instant::now();
             let r = server.get(path).await;
             let took = t.elapsed();
@@ -154,10 +154,14 @@ async fn membership_of_ready_hosts() {
     let env = Env::new(Backend::Etcd);
     let s = env.server().await;
     let store = env.etcd_store().await;
+    // Nothing queues an investigation for records written this way, so they keep their state.
     for (addr, status) in [
-        ("10.0.0.20", "disassociated"),
-        ("10.0.0.21", "disassociated"),
-        ("10.0.0.22", "active"),
+        ("127.0.1.20", "disassociated"),
+        ("127.0.1.21", "disassociated"),
+        ("127.0.1.22", "active"),
+        ("127.0.1.23", "investigating"),
+        ("127.0.1.24", "bootstrapping"),
+        ("127.0.1.25", "failed"),
     ] {
         // The original's Host JSON.
         let host = json!({"address": addr, "status": status, "os": "fedora", "cpus": 2,
@@ -169,44 +173,68 @@ async fn membership_of_ready_hosts() {
             .expect("seed a host record");
     }
     assert_eq!(
-        expect_status(&s.get("/host/10.0.0.20").await, 200)["status"],
+        expect_status(&s.get("/host/127.0.1.20").await, 200)["status"],
         "disassociated"
     );
     expect_status(&s.put("/cluster/c1", json!({})).await, 201);
     expect_status(&s.put("/cluster/c2", json!({})).await, 201);
 
+    // Only active and disassociated hosts may join: 405 naming the state, nothing written.
+    let rev = s.revision().await;
+    for (addr, status) in [
+        ("127.0.1.23", "investigating"),
+        ("127.0.1.24", "bootstrapping"),
+        ("127.0.1.25", "failed"),
+    ] {
+        expect_error(
+            &s.put(&format!("/cluster/c1/hosts/{addr}"), json!({})).await,
+            405,
+            &format!("{addr} (status: {status})"),
+        );
+        expect_error(
+            &s.put(
+                "/cluster/c1/hosts",
+                json!({"old": [], "new": ["127.0.1.20", addr]}),
+            )
+            .await,
+            405,
+            status,
+        );
+    }
+    assert_eq!(s.revision().await, rev);
+
     assert_eq!(
-        expect_status(&s.put("/cluster/c1/hosts/10.0.0.20", json!({})).await, 200),
-        json!(["10.0.0.20"])
+        expect_status(&s.put("/cluster/c1/hosts/127.0.1.20", json!({})).await, 200),
+        json!(["127.0.1.20"])
     );
     assert_eq!(
-        expect_status(&s.get("/cluster/c1/hosts/10.0.0.20").await, 200),
-        json!(["10.0.0.20"])
+        expect_status(&s.get("/cluster/c1/hosts/127.0.1.20").await, 200),
+        json!(["127.0.1.20"])
     );
     let rev = s.revision().await;
     assert_eq!(
-        expect_status(&s.put("/cluster/c1/hosts/10.0.0.20", json!({})).await, 200),
-        json!(["10.0.0.20"])
+        expect_status(&s.put("/cluster/c1/hosts/127.0.1.20", json!({})).await, 200),
+        json!(["127.0.1.20"])
     );
     assert_eq!(s.revision().await, rev, "an idempotent join must not write");
     expect_error(
-        &s.put("/cluster/c2/hosts/10.0.0.20", json!({})).await,
+        &s.put("/cluster/c2/hosts/127.0.1.20", json!({})).await,
         409,
         "already a member of cluster c1",
     );
     let c = expect_status(&s.get("/cluster/c1").await, 200);
-    assert_eq!(c["hostset"], json!(["10.0.0.20"]));
+    assert_eq!(c["hostset"], json!(["127.0.1.20"]));
     assert_eq!(
         c["hosts"],
         json!({"total": 1, "available": 0, "unavailable": 1})
     );
 
     // Compare-and-swap replacement of the whole list.
-    let new = json!(["10.0.0.20", "10.0.0.21", "10.0.0.22"]);
+    let new = json!(["127.0.1.20", "127.0.1.21", "127.0.1.22"]);
     let c = expect_status(
         &s.put(
             "/cluster/c1/hosts",
-            json!({"old": ["10.0.0.20"], "new": new}),
+            json!({"old": ["127.0.1.20"], "new": new}),
         )
         .await,
         200,
@@ -224,7 +252,7 @@ async fn membership_of_ready_hosts() {
     expect_error(
         &s.put(
             "/cluster/c1/hosts",
-            json!({"old": ["10.0.0.20"], "new": []}),
+            json!({"old": ["127.0.1.20"], "new": []}),
         )
         .await,
         409,
@@ -233,7 +261,7 @@ async fn membership_of_ready_hosts() {
     expect_error(
         &s.put(
             "/cluster/c2/hosts",
-            json!({"old": [], "new": ["10.0.0.21"]}),
+            json!({"old": [], "new": ["127.0.1.21"]}),
         )
         .await,
         409,
@@ -244,12 +272,12 @@ async fn membership_of_ready_hosts() {
     let c = expect_status(
         &s.put(
             "/cluster/c1/hosts",
-            json!({"old": ["10.0.0.22", "10.0.0.21", "10.0.0.20"], "new": ["10.0.0.22"]}),
+            json!({"old": ["127.0.1.22", "127.0.1.21", "127.0.1.20"], "new": ["127.0.1.22"]}),
         )
         .await,
         200,
     );
-    assert_eq!(c["hostset"], json!(["10.0.0.22"]));
+    assert_eq!(c["hostset"], json!(["127.0.1.22"]));
     assert_eq!(c["status"], "ok");
     assert_eq!(
         c["hosts"],
@@ -258,11 +286,14 @@ async fn membership_of_ready_hosts() {
 
     // Left c1, so it may join c2; deleting the host removes it from there.
     assert_eq!(
-        expect_status(&s.put("/cluster/c2/hosts/10.0.0.20/", json!({})).await, 200),
-        json!(["10.0.0.20"])
+        expect_status(
+            &s.put("/cluster/c2/hosts/127.0.1.20/", json!({})).await,
+            200
+        ),
+        json!(["127.0.1.20"])
     );
     assert_eq!(
-        expect_status(&s.delete("/cluster/c1/hosts/10.0.0.22").await, 200),
+        expect_status(&s.delete("/cluster/c1/hosts/127.0.1.22").await, 200),
         json!([])
     );
     assert_eq!(
@@ -270,13 +301,13 @@ async fn membership_of_ready_hosts() {
         json!([])
     );
     assert_eq!(
-        expect_status(&s.delete("/host/10.0.0.20").await, 200),
+        expect_status(&s.delete("/host/127.0.1.20").await, 200),
         json!([])
     );
     assert_eq!(
         expect_status(&s.get("/cluster/c2/hosts").await, 200),
         json!([])
     );
-    let r = s.send(s.request(Method::GET, "/host/10.0.0.20")).await;
+    let r = s.send(s.request(Method::GET, "/host/127.0.1.20")).await;
     expect_error(&r, 404, "does not exist");
 }

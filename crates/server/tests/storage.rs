@@ -51,14 +51,14 @@ async fn secrets_at_rest(backend: Backend) {
     expect_status(&s.put("/cluster/c1", json!({})).await, 201);
     expect_status(
         &s.put(
-            "/host/10.0.0.1",
+            "/host/127.0.1.1",
             json!({"ssh_priv_key": ed.b64, "cluster": "c1"}),
         )
         .await,
         201,
     );
     expect_status(
-        &s.put("/host/10.0.0.2", json!({"ssh_priv_key": rsa.b64}))
+        &s.put("/host/127.0.1.2", json!({"ssh_priv_key": rsa.b64}))
             .await,
         201,
     );
@@ -73,7 +73,7 @@ async fn secrets_at_rest(backend: Backend) {
     );
     // The API still gives the key back (so it is stored, sealed).
     assert_eq!(
-        expect_status(&s.get("/host/10.0.0.2/creds").await, 200)["ssh_priv_key"],
+        expect_status(&s.get("/host/127.0.1.2/creds").await, 200)["ssh_priv_key"],
         rsa.b64
     );
 
@@ -100,7 +100,7 @@ async fn secrets_at_rest(backend: Backend) {
             let store = env.etcd_store().await;
             let kvs = store.list("").await.expect("list every key");
             let keys: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
-            assert!(keys.contains(&"secrets/hosts/10.0.0.1"), "{keys:?}");
+            assert!(keys.contains(&"secrets/hosts/127.0.1.1"), "{keys:?}");
             assert!(keys.contains(&"secrets/container_managers/k1"), "{keys:?}");
             let mut raw = vec![];
             for kv in &kvs {
@@ -115,7 +115,7 @@ async fn secrets_at_rest(backend: Backend) {
     };
     let raw = String::from_utf8_lossy(&raw);
     // Sanity: we are looking at the right data.
-    assert!(contains(&raw, "10.0.0.2"), "the dump holds the hosts");
+    assert!(contains(&raw, "127.0.1.2"), "the dump holds the hosts");
     assert!(
         contains(&raw, "k8s.example.com"),
         "the dump holds the manager"
@@ -144,7 +144,7 @@ async fn persistence_after_sigkill() {
     expect_status(&s.put("/cluster/c1", json!({"network": "n1"})).await, 201);
     expect_status(
         &s.put(
-            "/host/10.0.0.1",
+            "/host/127.0.1.1",
             json!({"ssh_priv_key": key.b64, "cluster": "c1"}),
         )
         .await,
@@ -156,11 +156,11 @@ async fn persistence_after_sigkill() {
     let s = Server::start(s.opts.clone()).await;
     let c = expect_status(&s.get("/cluster/c1").await, 200);
     assert_eq!(c["network"], "n1");
-    assert_eq!(c["hostset"], json!(["10.0.0.1"]));
+    assert_eq!(c["hostset"], json!(["127.0.1.1"]));
     assert_eq!(expect_status(&s.get("/clusters").await, 200), json!(["c1"]));
     // The sealing key persisted too: the credentials still open.
     assert_eq!(
-        expect_status(&s.get("/host/10.0.0.1/creds").await, 200)["ssh_priv_key"],
+        expect_status(&s.get("/host/127.0.1.1/creds").await, 200)["ssh_priv_key"],
         key.b64
     );
     assert!(s.revision().await >= rev);

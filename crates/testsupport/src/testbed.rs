@@ -295,6 +295,11 @@ impl Testbed {
             .unwrap_or(0)
     }
 
+    /// What the supervisor last did with the host: `up`, `rebooting` or `stopped`.
+    pub fn status_of(&self, address: &str) -> String {
+        self.read_host("status", address).trim().to_string()
+    }
+
     /// The host's flavour, e.g. `rhel-atomic`.
     pub fn flavour_of(&self, address: &str) -> String {
         self.read_host("flavour", address).trim().to_string()

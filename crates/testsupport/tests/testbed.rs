@@ -38,7 +38,7 @@ fn ssh_with(tb: &Testbed, known_hosts: &std::path::Path, address: &str, cmd: &st
             "-o",
             "BatchMode=yes",
             "-o",
-            "ConnectTimeout=2",
+            "ConnectTimeout=5",
             "-o",
             "LogLevel=ERROR",
         ])
@@ -94,8 +94,27 @@ fn run(tb: &Testbed, address: &str, cmd: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// Whether the host runs a command; gives up on connecting after 1 s (reboot delays in these
+/// tests are longer).
 fn reachable(tb: &Testbed, address: &str) -> bool {
-    ssh(tb, address, "true").status.success()
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(tb.client_key_path())
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            tb.known_hosts_path().display()
+        ))
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+        .args(["-o", "ConnectTimeout=1", "-o", "LogLevel=ERROR"])
+        .arg(format!("root@{address}"))
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 /// Polls until the host runs commands again; returns the boot id it reports.
@@ -212,8 +231,24 @@ fn reboot_over_ssh_takes_the_host_down_and_back_with_a_new_boot_id() {
     let address = &tb.addresses()[0];
     let before = tb.boot_id(address);
     let started = Instant::now();
-    // Either exit 0 or the connection closing under us is fine, like a real reboot.
-    let _ = ssh(&tb, address, "systemctl reboot");
+    // Like a real reboot, the host goes down under the command: the session is cut.
+    let out = ssh(&tb, address, "systemctl reboot");
+    let why = format!(
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(255), "{why}");
+    assert!(why.contains("closed by remote host"), "{why}");
+    assert_eq!(
+        tb.status_of(address),
+        "rebooting",
+        "{}\n{:?}\n{}",
+        std::fs::read_to_string(tb.state_dir().join("supervisor.log")).unwrap(),
+        tb.commands_log(address),
+        std::fs::read_to_string(tb.host_dir(address).join("console.log")).unwrap()
+    );
     assert!(
         !reachable(&tb, address),
         "host still reachable while rebooting"

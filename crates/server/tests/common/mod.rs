@@ -38,6 +38,8 @@ pub const PASSWORD: &str = "s3cret-test-pass";
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bound on a server start (until `/api/v0/status` answers 200).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the background investigation of a new host (SSH connect timeout is 15 s).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The store a server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +236,10 @@ impl Server {
             .arg("--data-dir")
             .arg(&opts.data_dir)
             .args(["-i", "127.0.0.1", "-p"])
-            .arg(port.to_string());
+            .arg(port.to_string())
+            // One watcher round at start, the next a day later: the watcher never touches the
+            // hosts a test creates.
+            .args(["--watcher-interval", "86400"]);
         let creds = match &opts.auth {
             Auth::Basic(users) => {
                 cmd.arg("--authentication-plugin")
@@ -252,6 +257,7 @@ impl Server {
         }
         let mut child = cmd
             .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_err)
@@ -451,6 +457,37 @@ impl Server {
     /// `DELETE /api/v0<path>`.
     pub async fn delete(&self, api_path: &str) -> Resp {
         self.send(self.request(Method::DELETE, api_path)).await
+    }
+
+    /// Waits until the background investigation of a new host is over (its status is neither
+    /// `investigating` nor `bootstrapping`) and returns the host. Tests use loopback addresses,
+    /// where the SSH connection fails at once, so the host soon settles as `failed`; tests that
+    /// compare store revisions wait for this first so that they measure only their own writes.
+    pub async fn settle_host(&self, address: &str) -> Value {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let r = self.get(&format!("/host/{address}")).await;
+            let h = expect_status(&r, 200);
+            let status = h["status"].as_str().unwrap_or("");
+            if status != "investigating" && status != "bootstrapping" {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {address} still {status} after {} s",
+                SETTLE_TIMEOUT.as_secs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`Server::settle_host`] for every host.
+    pub async fn settle_hosts(&self) {
+        let hosts = expect_status(&self.get("/hosts").await, 200);
+        for h in hosts.as_array().expect("a list of hosts") {
+            self.settle_host(h["address"].as_str().expect("address"))
+                .await;
+        }
     }
 
     /// The store revision reported by `/api/v0/status`.
