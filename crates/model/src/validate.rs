@@ -60,7 +60,11 @@ pub fn canonical_address(field: &str, address: &str) -> Result<String, Validatio
         };
     }
     validate_dns_name(field, address)?;
-    Ok(address.to_ascii_lowercase())
+    // `node.example.com.` and `node.example.com` name the same host: one key for both.
+    Ok(address
+        .strip_suffix('.')
+        .unwrap_or(address)
+        .to_ascii_lowercase())
 }
 
 fn validate_dns_name(field: &str, name: &str) -> Result<(), ValidationError> {
@@ -117,6 +121,10 @@ mod tests {
         assert_eq!(canonical_address("a", "[::1]").unwrap(), "::1");
         assert_eq!(
             canonical_address("a", "Node-1.Example.com").unwrap(),
+            "node-1.example.com"
+        );
+        assert_eq!(
+            canonical_address("a", "node-1.example.com.").unwrap(),
             "node-1.example.com"
         );
         for bad in [

@@ -211,6 +211,12 @@ impl Testbed {
         &self.state
     }
 
+    /// The bridge address in the root namespace: where the hosts reach services of the machine
+    /// (e.g. a Commissaire server they register with).
+    pub fn gateway(&self) -> String {
+        format!("10.{}.0.1", self.net)
+    }
+
     /// The interface/netns prefix of this testbed's slot.
     pub fn prefix(&self) -> &str {
         &self.prefix

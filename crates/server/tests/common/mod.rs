@@ -100,6 +100,11 @@ pub struct ServerOptions {
     pub auth: Auth,
     /// Where stdout and stderr go (appended).
     pub log_path: PathBuf,
+    /// Address to listen on (`127.0.0.1` unless a test needs its testbed hosts to reach it).
+    pub listen: String,
+    /// More flags; a `--watcher-interval` here replaces the harness's default (one day, so
+    /// the watcher stays out of API tests).
+    pub extra_args: Vec<String>,
 }
 
 /// A test's working area: temporary directory, optional etcd, generated keys.
@@ -157,6 +162,8 @@ impl Env {
             secrets_key_file: None,
             auth: Auth::Basic(self.users_file()),
             log_path: self.dir().join(format!("{name}.log")),
+            listen: "127.0.0.1".to_string(),
+            extra_args: Vec::new(),
         }
     }
 
@@ -187,9 +194,9 @@ impl Env {
 pub struct Server {
     /// The options it was started with (for restarts).
     pub opts: ServerOptions,
-    /// Its port on 127.0.0.1.
+    /// Its port.
     pub port: u16,
-    /// `http://127.0.0.1:<port>`.
+    /// `http://<listen address>:<port>`.
     pub base: String,
     /// Credentials sent with every request (`None`: none sent).
     pub creds: Option<(String, String)>,
@@ -231,15 +238,19 @@ impl Server {
             .open(&opts.log_path)
             .expect("open the server log");
         let log_err = log.try_clone().expect("clone the log handle");
+        let base = format!("http://{}:{port}", opts.listen);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_commissaire-server"));
         cmd.arg("--no-config-file")
             .arg("--data-dir")
             .arg(&opts.data_dir)
-            .args(["-i", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            // One watcher round at start, the next a day later: the watcher never touches the
-            // hosts a test creates.
-            .args(["--watcher-interval", "86400"]);
+            .args(["-i", opts.listen.as_str(), "-p"])
+            .arg(port.to_string());
+        // One watcher round at start, the next a day later: the watcher never touches the
+        // hosts a test creates.
+        if !opts.extra_args.iter().any(|a| a == "--watcher-interval") {
+            cmd.args(["--watcher-interval", "86400"]);
+        }
+        cmd.args(&opts.extra_args);
         let creds = match &opts.auth {
             Auth::Basic(users) => {
                 cmd.arg("--authentication-plugin")
@@ -282,7 +293,7 @@ impl Server {
         Server {
             opts,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             creds,
             child: Some(child),
             stdout,
