@@ -6,6 +6,7 @@
 //! `*Request::from_json` functions, so every rejection names the field and what was wrong with
 //! it. This crate does no I/O.
 
+pub mod operation;
 pub mod request;
 pub mod validate;
 
@@ -15,6 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use operation::*;
 pub use request::*;
 pub use validate::{canonical_address, validate_name};
 

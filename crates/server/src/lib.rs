@@ -248,6 +248,27 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
     Ok(Some(sc))
 }
 
+/// This server's stable id, kept in `DATA_DIR/server.id` so that after a restart it resumes the
+/// operations it owned at once instead of waiting for their heartbeat to go stale.
+fn server_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("server.id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = format!(
+        "{}-{}",
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "server".into()),
+        uuid::Uuid::new_v4()
+    );
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
+}
+
 /// Seeds the `default` network, retrying in the background while the store is unreachable.
 fn seed(store: SharedStore) {
     tokio::spawn(async move {
@@ -311,6 +332,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         status: worker_status.clone(),
         shutdown: shutdown_rx.clone(),
+        server_id: server_id(&cfg.data_dir)?,
     });
     let worker_handles = workers::start(ctx).await;
     let state = AppState {

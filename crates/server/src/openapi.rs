@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{clusters, events, hosts, managers, networks, ops};
+use crate::api::{clusters, events, hosts, managers, networks, operations, ops};
 use crate::state::AppState;
 
 struct BasicAuthScheme;
@@ -34,6 +34,7 @@ impl utoipa::Modify for BasicAuthScheme {
         clusters::set_members, clusters::member, clusters::join, clusters::leave,
         networks::list, networks::get_one, networks::put, networks::delete,
         managers::list, managers::get_one, managers::put, managers::delete,
+        operations::get, operations::start, operations::control,
         events::stream, ops::status,
     ),
     components(schemas(
@@ -41,6 +42,8 @@ impl utoipa::Modify for BasicAuthScheme {
         model::Cluster, model::ClusterView, model::ClusterState, model::ClusterHostsSummary,
         model::Network, model::NetworkType, model::ContainerManagerConfig, model::ContainerManagerType,
         model::ErrorBody, model::ErrorDetail, store::records::TrustedHostKey,
+        model::Operation, model::OperationKind, model::OperationStatus, model::OperationOptions,
+        model::HostProgress, model::HostStep,
     )),
     modifiers(&BasicAuthScheme),
     security(("basic" = [])),

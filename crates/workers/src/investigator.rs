@@ -92,6 +92,7 @@ pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
                     ctx.jobs.mark_taken();
                     dispatch(&ctx, &sem, &inflight, address).await;
                 }
+                Some(_) => {}
             },
         }
     }

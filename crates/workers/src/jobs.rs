@@ -1,13 +1,15 @@
-//! The in-process job queue between the API and the workers.
+//! The in-process job queues between the API and the workers.
+//!
+//! Jobs only name a record: the record in the store says what to do, so a job lost in a crash
+//! is recovered by the worker's own scan of the store when it starts (unfinished hosts for the
+//! investigator, active operations for clusterexec).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use model::OperationKind;
 use tokio::sync::{Mutex, mpsc};
 
-/// Work the API hands to background workers. Jobs only name a record: the record in the store
-/// says what to do, so a job lost in a crash is recovered by the investigator, which scans the store for
-/// unfinished hosts when it starts.
+/// Work the API hands to background workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     /// Investigate and bootstrap the host with this address.
@@ -15,14 +17,23 @@ pub enum Job {
         /// The host's address.
         address: String,
     },
+    /// Run (or continue) a cluster's rolling operation.
+    RunOperation {
+        /// The cluster's name.
+        cluster: String,
+        /// Which operation.
+        kind: OperationKind,
+    },
 }
 
-/// The in-process job queue between the API and the workers.
+/// The in-process job queues: one for investigations, one for rolling operations.
 pub struct JobQueue {
-    tx: mpsc::UnboundedSender<Job>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    investigate_tx: mpsc::UnboundedSender<Job>,
+    investigate_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    operations_tx: mpsc::UnboundedSender<Job>,
+    operations_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
     queued: AtomicU64,
-    taken: Arc<AtomicU64>,
+    taken: AtomicU64,
 }
 
 impl Default for JobQueue {
@@ -32,30 +43,41 @@ impl Default for JobQueue {
 }
 
 impl JobQueue {
-    /// An empty queue.
+    /// Empty queues.
     pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (investigate_tx, irx) = mpsc::unbounded_channel();
+        let (operations_tx, orx) = mpsc::unbounded_channel();
         JobQueue {
-            tx,
-            rx: Mutex::new(Some(rx)),
+            investigate_tx,
+            investigate_rx: Mutex::new(Some(irx)),
+            operations_tx,
+            operations_rx: Mutex::new(Some(orx)),
             queued: AtomicU64::new(0),
-            taken: Arc::new(AtomicU64::new(0)),
+            taken: AtomicU64::new(0),
         }
     }
 
-    /// Adds a job.
+    /// Adds a job to the queue of the worker that handles it.
     pub fn push(&self, job: Job) {
         self.queued.fetch_add(1, Ordering::Relaxed);
-        // The receiver lives as long as the queue, so sending cannot fail.
-        let _ = self.tx.send(job);
+        // The receivers live as long as the queue, so sending cannot fail.
+        let _ = match job {
+            Job::Investigate { .. } => self.investigate_tx.send(job),
+            Job::RunOperation { .. } => self.operations_tx.send(job),
+        };
     }
 
-    /// Hands the receiving end to the worker that consumes jobs (once).
+    /// Hands the investigation queue to the investigator (once).
     pub async fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Job>> {
-        self.rx.lock().await.take()
+        self.investigate_rx.lock().await.take()
     }
 
-    /// Call when a worker has taken a job off the queue.
+    /// Hands the operation queue to clusterexec (once).
+    pub async fn take_operation_receiver(&self) -> Option<mpsc::UnboundedReceiver<Job>> {
+        self.operations_rx.lock().await.take()
+    }
+
+    /// Call when a worker has taken a job off a queue.
     pub fn mark_taken(&self) {
         self.taken.fetch_add(1, Ordering::Relaxed);
     }

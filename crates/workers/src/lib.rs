@@ -2,12 +2,14 @@
 //!
 //! * [`investigator`] — new hosts: connect over SSH (trust on first use), gather facts,
 //!   bootstrap (flannel, docker, Kubernetes node), and settle them `disassociated`/`active`;
-//! * [`watcher`] — every host on an interval: `last_check`, failure and recovery.
+//! * [`watcher`] — every host on an interval: `last_check`, failure and recovery;
+//! * [`clusterexec`] — rolling restarts, upgrades and OSTree deploys.
 //!
 //! Workers hold no state of their own that matters: everything is read from and written to the
 //! store, so killing the process at any point and starting it again continues the work.
 
 pub mod bootstrap;
+pub mod clusterexec;
 pub mod hosts;
 pub mod investigator;
 pub mod jobs;
@@ -63,13 +65,18 @@ pub struct Ctx {
     pub status: Arc<WorkerStatus>,
     /// Becomes `true` at shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// This server's stable id (owner of the operations it runs).
+    pub server_id: String,
 }
 
-/// Starts the investigator and the watcher. They stop when `ctx.shutdown` turns `true`.
+/// Starts the investigator, clusterexec and the watcher. They stop when `ctx.shutdown` turns `true`.
 pub async fn start(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     if let Some(rx) = ctx.jobs.take_receiver().await {
         handles.push(tokio::spawn(investigator::run(ctx.clone(), rx)));
+    }
+    if let Some(rx) = ctx.jobs.take_operation_receiver().await {
+        handles.push(tokio::spawn(clusterexec::run(ctx.clone(), rx)));
     }
     handles.push(tokio::spawn(watcher::run(ctx)));
     handles

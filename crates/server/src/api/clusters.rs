@@ -160,6 +160,12 @@ pub async fn delete(
     let name = url_name("name", &name)?;
     for attempt in 0..CAS_ATTEMPTS {
         let c = load_cluster(&state, &name).await?;
+        if let Some(active) = super::operations::active_operation(&state, &name).await? {
+            return Err(ApiError::conflict(format!(
+                "cluster {name} has a {} in progress; cancel it first (DELETE /api/v0/cluster/{name}/{})",
+                active.kind, active.kind
+            )));
+        }
         let mut ops = vec![Op::Delete {
             key: cluster_key(&name),
         }];

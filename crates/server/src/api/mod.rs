@@ -9,6 +9,7 @@ pub mod events;
 pub mod hosts;
 pub mod managers;
 pub mod networks;
+pub mod operations;
 pub mod ops;
 
 use std::time::Duration;
@@ -57,7 +58,7 @@ pub fn url_address(address: &str) -> ApiResult<String> {
 }
 
 /// Adds `path` and `path/` (a trailing slash is optional on every route).
-fn route(router: Router<AppState>, path: &str, mr: MethodRouter<AppState>) -> Router<AppState> {
+pub(crate) fn route(router: Router<AppState>, path: &str, mr: MethodRouter<AppState>) -> Router<AppState> {
     router
         .route(path, mr.clone())
         .route(&format!("{path}/"), mr)
@@ -101,6 +102,9 @@ pub fn router() -> Router<AppState> {
             .put(clusters::join)
             .delete(clusters::leave),
     );
+    for kind in model::OperationKind::ALL {
+        r = operations::routes(r, kind);
+    }
     r = route(r, "/api/v0/networks", get(networks::list));
     r = route(
         r,

@@ -1,0 +1,599 @@
+//! clusterexec: runs rolling restarts, upgrades and OSTree deploys.
+//!
+//! An operation is a record in the store (see `model::operation`); this worker only moves it
+//! forward. The coordinator loop asks the pure `model::decide` what comes next (start a batch,
+//! wait, pause, finish); one task per host in flight walks that host through its steps, saving
+//! every transition before acting on the next one. After a crash, the record says where each
+//! host was, and the steps are safe to repeat: a reboot is issued only if the host's boot id is
+//! still the one read before and the host holds no reboot request made in this boot, so no host
+//! is rebooted twice.
+//!
+//! One server runs an operation at a time: the record names its owner, which renews a heartbeat;
+//! another server takes over only when the heartbeat is stale.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::{
+    ContainerManagerType, Decision, Host, HostAction, HostProgress, HostStep, Operation,
+    OperationKind, decide, now_timestamp,
+};
+use store::records::{self, container_manager_key, get_json, host_key, operation_key, put_json};
+use store::{Compare, StoreError, StoreResult};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::Ctx;
+use crate::hosts::{target, update_host};
+use crate::jobs::Job;
+use crate::oscmd::OsCommands;
+
+/// A heartbeat older than this means the owning server is gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
+/// How often the owner renews its heartbeat.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// How often active operations are looked for (to take over from a dead server).
+const SCAN_EVERY: Duration = Duration::from_secs(10);
+/// File on the host recording that a reboot was requested in the current boot.
+pub const REBOOT_MARKER: &str = "/var/lib/commissaire/reboot-requested";
+
+/// Parses an API timestamp.
+fn parse_ts(s: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok()
+}
+
+/// Seconds from timestamp `s` to now (`None` if `s` is empty or unreadable).
+fn seconds_since(s: &str) -> Option<f64> {
+    let t = parse_ts(s)?;
+    let now = chrono::Utc::now().naive_utc();
+    Some((now - t).num_milliseconds() as f64 / 1000.0)
+}
+
+/// Applies `change` to an operation record with compare-and-swap; `None` if it is gone.
+pub async fn update_op<F>(ctx: &Ctx, key: &str, mut change: F) -> StoreResult<Option<Operation>>
+where
+    F: FnMut(&mut Operation) -> bool + Send,
+{
+    let store = ctx.store.as_ref();
+    for attempt in 0..200u64 {
+        let Some(cur) = get_json::<Operation>(store, key).await? else {
+            return Ok(None);
+        };
+        let mut op = cur.value.clone();
+        if !change(&mut op) || op == cur.value {
+            return Ok(Some(cur.value));
+        }
+        let out = store
+            .txn(
+                vec![Compare::ModRevision(key.to_string(), cur.mod_revision)],
+                vec![put_json(key, &op)],
+            )
+            .await?;
+        if out.succeeded {
+            return Ok(Some(op));
+        }
+        tokio::time::sleep(Duration::from_millis(attempt.min(20))).await;
+    }
+    Err(StoreError::Backend(format!("{key} kept changing while being updated")))
+}
+
+/// Runs clusterexec until shutdown.
+pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut scan = tokio::time::interval(SCAN_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = scan.tick() => {
+                match records::list_json::<Operation>(ctx.store.as_ref(), records::OPERATIONS).await {
+                    Ok(ops) => {
+                        for op in ops.into_iter().filter(|o| o.value.status.is_active()) {
+                            ensure_runner(&ctx, &running, op.value.name, op.value.kind).await;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "clusterexec cannot scan operations"),
+                }
+            }
+            job = jobs.recv() => match job {
+                Some(Job::RunOperation { cluster, kind }) => {
+                    ctx.jobs.mark_taken();
+                    ensure_runner(&ctx, &running, cluster, kind).await;
+                }
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+async fn ensure_runner(
+    ctx: &Arc<Ctx>,
+    running: &Arc<Mutex<HashSet<String>>>,
+    cluster: String,
+    kind: OperationKind,
+) {
+    let key = operation_key(&cluster, kind.as_str());
+    if !running.lock().await.insert(key.clone()) {
+        return;
+    }
+    let ctx = ctx.clone();
+    let running = running.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run_operation(&ctx, &key).await {
+            tracing::warn!(operation = %key, error = %e, "operation runner stopped; it resumes at the next scan");
+        }
+        running.lock().await.remove(&key);
+    });
+}
+
+/// Claims the operation for this server if nobody else is running it.
+async fn claim(ctx: &Ctx, key: &str) -> StoreResult<bool> {
+    let me = ctx.server_id.clone();
+    let mut mine = false;
+    update_op(ctx, key, |op| {
+        mine = false;
+        if !op.status.is_active() {
+            return false;
+        }
+        let stale = seconds_since(&op.heartbeat)
+            .is_none_or(|s| s > STALE_AFTER.as_secs_f64());
+        if op.owner.is_empty() || op.owner == me || stale {
+            mine = true;
+            op.owner = me.clone();
+            op.heartbeat = now_timestamp();
+            true
+        } else {
+            false
+        }
+    })
+    .await?;
+    Ok(mine)
+}
+
+async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
+    if !claim(ctx, key).await? {
+        return Ok(());
+    }
+    tracing::info!(operation = %key, "running operation");
+    let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut beat = Instant::now();
+    let mut shutdown = ctx.shutdown.clone();
+    let result = loop {
+        if *shutdown.borrow() {
+            break Ok(());
+        }
+        let op = match get_json::<Operation>(ctx.store.as_ref(), key).await {
+            Ok(Some(op)) => op.value,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if op.owner != ctx.server_id || !op.status.is_active() {
+            break Ok(());
+        }
+        tasks.retain(|_, t| !t.is_finished());
+        for a in &op.in_process {
+            if !tasks.contains_key(a) {
+                let (ctx, key, a2) = (ctx.clone(), key.to_string(), a.clone());
+                tasks.insert(a.clone(), tokio::spawn(async move { host_task(&ctx, &key, &a2).await }));
+            }
+        }
+        let mut pause = Duration::from_millis(250);
+        match decide(&op, seconds_since(&op.batch_finished_at)) {
+            Decision::Over => break Ok(()),
+            Decision::Wait => {}
+            Decision::PauseBetweenBatches(s) => pause = Duration::from_secs_f64(s.min(1.0)),
+            Decision::StartBatch(batch) => {
+                let now = now_timestamp();
+                let r = update_op(ctx, key, |o| {
+                    if !o.in_process.is_empty() || !o.status.is_active() {
+                        return false;
+                    }
+                    for a in &batch {
+                        o.in_process.push(a.clone());
+                        let p = o.hosts.entry(a.clone()).or_default();
+                        p.started_at = now.clone();
+                    }
+                    true
+                })
+                .await;
+                if let Err(e) = r {
+                    break Err(e);
+                }
+                tracing::info!(operation = %key, hosts = ?batch, "batch started");
+                continue;
+            }
+            Decision::Finish(status, reason) => {
+                let r = update_op(ctx, key, |o| {
+                    if !o.status.is_active() || !o.in_process.is_empty() {
+                        return false;
+                    }
+                    o.status = status;
+                    o.reason = reason.clone();
+                    o.finished_at = now_timestamp();
+                    true
+                })
+                .await;
+                tracing::info!(operation = %key, status = ?status, reason = %reason, "operation ended");
+                break r.map(|_| ());
+            }
+        }
+        if beat.elapsed() >= HEARTBEAT_EVERY {
+            beat = Instant::now();
+            let me = ctx.server_id.clone();
+            if let Err(e) = update_op(ctx, key, |o| {
+                if o.owner != me {
+                    return false;
+                }
+                o.heartbeat = now_timestamp();
+                true
+            })
+            .await
+            {
+                break Err(e);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {},
+            _ = tokio::time::sleep(pause) => {},
+        }
+    };
+    for (_, t) in tasks {
+        t.abort();
+    }
+    result
+}
+
+/// Walks one host through its steps until it is done or failed.
+async fn host_task(ctx: &Ctx, key: &str, address: &str) {
+    for _ in 0..10_000u32 {
+        let op = match get_json::<Operation>(ctx.store.as_ref(), key).await {
+            Ok(Some(op)) => op.value,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(operation = %key, address, error = %e, "cannot read operation; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if op.owner != ctx.server_id || !op.in_process.iter().any(|a| a == address) {
+            return;
+        }
+        let progress = op.hosts.get(address).cloned().unwrap_or_default();
+        let action = progress.next_action(op.options.drain);
+        if action == HostAction::Nothing {
+            return;
+        }
+        let elapsed = seconds_since(&progress.started_at).unwrap_or(0.0);
+        let remaining = op.options.timeout_seconds as f64 - elapsed;
+        let outcome = if remaining <= 0.0 {
+            Err(format!(
+                "timed out after {} s (while {:?})",
+                op.options.timeout_seconds, progress.state
+            ))
+        } else {
+            let deadline = Instant::now() + Duration::from_secs_f64(remaining);
+            step(ctx, &op, address, &progress, action, deadline).await
+        };
+        let next = match outcome {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::warn!(operation = %key, address, error = %error, "host failed");
+                if progress.drained && let Err(e) = uncordon(ctx, &op).await {
+                    tracing::warn!(address, error = %e, "could not uncordon after a failure");
+                }
+                HostProgress {
+                    state: HostStep::Failed,
+                    finished_at: now_timestamp(),
+                    error,
+                    ..progress.clone()
+                }
+            }
+        };
+        let acted_on = progress.state;
+        let r = update_op(ctx, key, |o| {
+            // Apply only if nobody moved this host meanwhile (e.g. a takeover).
+            if o.hosts.get(address).map(|p| p.state) != Some(acted_on)
+                || !o.in_process.iter().any(|a| a == address)
+            {
+                return false;
+            }
+            let mut next = next.clone();
+            if next.state.is_final() && next.finished_at.is_empty() {
+                next.finished_at = now_timestamp();
+            }
+            o.set_host(address, next);
+            if o.in_process.is_empty() {
+                o.batch_finished_at = now_timestamp();
+            }
+            true
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(operation = %key, address, error = %e, "cannot save host progress; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Loads the host record, or explains why not.
+async fn load_host(ctx: &Ctx, address: &str) -> Result<Host, String> {
+    match get_json::<Host>(ctx.store.as_ref(), &host_key(address)).await {
+        Ok(Some(h)) => Ok(h.value),
+        Ok(None) => Err("the host was deleted".into()),
+        Err(e) => Err(format!("store: {e}")),
+    }
+}
+
+async fn connect(ctx: &Ctx, address: &str, timeout: Duration) -> Result<remote::Session, String> {
+    let t = target(ctx.store.as_ref(), &ctx.sealer, address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let timeouts = remote::Timeouts {
+        connect: timeout.min(Duration::from_secs(15)),
+        command: timeout,
+    };
+    remote::Session::connect(&t, timeouts)
+        .await
+        .map(|(s, _)| s)
+        .map_err(|e| e.to_string())
+}
+
+async fn run_checked(session: &remote::Session, cmd: &str, timeout: Duration) -> Result<String, String> {
+    let out = session
+        .exec(cmd, None, timeout)
+        .await
+        .map_err(|e| format!("`{cmd}`: {e}"))?;
+    if out.success() {
+        Ok(out.stdout_text())
+    } else {
+        Err(format!(
+            "`{cmd}` failed with exit status {}: {}",
+            out.status,
+            out.stderr_text()
+        ))
+    }
+}
+
+/// The booted and staged OSTree versions, from `rpm-ostree status --json`.
+fn ostree_versions(json: &str) -> Result<(String, Option<String>), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("rpm-ostree status --json: {e}"))?;
+    let deployments = v["deployments"]
+        .as_array()
+        .ok_or("rpm-ostree status --json has no deployments")?;
+    let version = |d: &serde_json::Value| d["version"].as_str().unwrap_or_default().to_string();
+    let booted = deployments
+        .iter()
+        .find(|d| d["booted"] == true)
+        .map(version)
+        .ok_or("rpm-ostree status --json shows no booted deployment")?;
+    let staged = deployments
+        .iter()
+        .find(|d| d["staged"] == true)
+        // Older rpm-ostree lists a pending deployment first without a `staged` flag.
+        .or_else(|| deployments.first().filter(|d| d["booted"] != true))
+        .map(version);
+    Ok((booted, staged))
+}
+
+/// Performs one action and returns the host's next progress.
+async fn step(
+    ctx: &Ctx,
+    op: &Operation,
+    address: &str,
+    progress: &HostProgress,
+    action: HostAction,
+    deadline: Instant,
+) -> Result<HostProgress, String> {
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let mut next = progress.clone();
+    match action {
+        HostAction::Nothing => {}
+        HostAction::Drain => {
+            drain(ctx, op).await?;
+            next.drained = true;
+            next.state = HostStep::Running;
+        }
+        HostAction::RunCommand => {
+            let host = load_host(ctx, address).await?;
+            let os = OsCommands::for_host(&host.os, host.ostree)?;
+            let session = connect(ctx, address, remaining()).await?;
+            let result = async {
+                match op.kind {
+                    OperationKind::Restart => {}
+                    OperationKind::Upgrade => {
+                        run_checked(&session, os.upgrade, remaining()).await?;
+                        if host.ostree {
+                            let st = run_checked(&session, "rpm-ostree status --json", remaining()).await?;
+                            let (booted, staged) = ostree_versions(&st)?;
+                            next.target_version = staged.unwrap_or(booted);
+                        }
+                    }
+                    OperationKind::Deploy => {
+                        let version = op.version.clone().unwrap_or_default();
+                        let cmd = os.deploy(&version)?;
+                        run_checked(&session, &cmd, remaining()).await?;
+                        next.target_version = version;
+                    }
+                }
+                next.state = HostProgress::after_command(op.kind, host.ostree, op.options.reboot);
+                if next.state == HostStep::Rebooting {
+                    // The reboot is over when the boot id differs from this one.
+                    let boot = run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining()).await?;
+                    next.boot_id_before = boot.trim().to_string();
+                }
+                Ok::<(), String>(())
+            }
+            .await;
+            session.close().await;
+            result?;
+        }
+        HostAction::AwaitReboot => {
+            await_reboot(ctx, address, progress, deadline).await?;
+            next.state = HostStep::Verifying;
+        }
+        HostAction::Verify => {
+            let host = load_host(ctx, address).await?;
+            let session = connect(ctx, address, remaining()).await?;
+            let result = async {
+                let boot = run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining()).await?;
+                if host.ostree && matches!(op.kind, OperationKind::Upgrade | OperationKind::Deploy) {
+                    let st = run_checked(&session, "rpm-ostree status --json", remaining()).await?;
+                    let (booted, _) = ostree_versions(&st)?;
+                    if booted != progress.target_version {
+                        return Err(format!(
+                            "booted OSTree version is {booted:?}, expected {:?}",
+                            progress.target_version
+                        ));
+                    }
+                }
+                Ok(boot.trim().to_string())
+            }
+            .await;
+            session.close().await;
+            let boot = result?;
+            let _ = update_host(ctx.store.as_ref(), address, |h| {
+                h.boot_id = boot.clone();
+                h.last_check = now_timestamp();
+                true
+            })
+            .await;
+            next.state = progress.after_verify();
+        }
+        HostAction::Uncordon => {
+            uncordon(ctx, op).await?;
+            next.state = HostStep::Done;
+        }
+    }
+    Ok(next)
+}
+
+/// Makes sure the host was asked to reboot exactly once in its current boot, then waits until
+/// it answers with a different boot id.
+async fn await_reboot(
+    ctx: &Ctx,
+    address: &str,
+    progress: &HostProgress,
+    deadline: Instant,
+) -> Result<(), String> {
+    let before = progress.boot_id_before.clone();
+    let host = load_host(ctx, address).await?;
+    let os = OsCommands::for_host(&host.os, host.ostree)?;
+    let probe = format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
+    let mut last_error = String::from("no answer yet");
+    while Instant::now() < deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = Duration::from_secs(5).min(remaining);
+        match connect(ctx, address, attempt).await {
+            Ok(session) => {
+                let out = session.exec(&probe, None, attempt).await;
+                match out {
+                    Ok(o) if o.success() => {
+                        let text = o.stdout_text();
+                        let mut lines = text.lines();
+                        let boot = lines.next().unwrap_or_default().trim().to_string();
+                        let marker = lines.next().unwrap_or_default().trim().to_string();
+                        if !boot.is_empty() && boot != before {
+                            session.close().await;
+                            return Ok(());
+                        }
+                        if marker != before {
+                            // Not requested in this boot yet: request it, recording the boot id
+                            // first so a repeat of this step knows it was done.
+                            let cmd = format!(
+                                "mkdir -p /var/lib/commissaire && echo {before} > {REBOOT_MARKER} && sync && {}",
+                                os.restart
+                            );
+                            // The connection usually drops under the command: that is success.
+                            let _ = session.exec(&cmd, None, attempt).await;
+                            tracing::info!(address, "reboot requested");
+                        }
+                    }
+                    Ok(o) => last_error = format!("boot id check exited with {}", o.status),
+                    Err(e) => last_error = e.to_string(),
+                }
+                session.close().await;
+            }
+            Err(e) => last_error = e,
+        }
+        tokio::time::sleep(Duration::from_millis(300).min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+    Err(format!("did not come back with a new boot id in time (last: {last_error})"))
+}
+
+/// The kind of the container manager of the operation's cluster, if any.
+async fn manager_kind(ctx: &Ctx, op: &Operation) -> Result<Option<ContainerManagerType>, String> {
+    let store = ctx.store.as_ref();
+    let cluster = get_json::<model::Cluster>(store, &records::cluster_key(&op.name))
+        .await
+        .map_err(|e| format!("store: {e}"))?
+        .ok_or("the cluster was deleted")?
+        .value;
+    if cluster.container_manager.is_empty() {
+        return Ok(None);
+    }
+    let cm = get_json::<model::ContainerManagerConfig>(store, &container_manager_key(&cluster.container_manager))
+        .await
+        .map_err(|e| format!("store: {e}"))?
+        .ok_or_else(|| format!("container manager {} does not exist", cluster.container_manager))?;
+    Ok(Some(cm.value.kind))
+}
+
+async fn drain(ctx: &Ctx, op: &Operation) -> Result<(), String> {
+    match manager_kind(ctx, op).await? {
+        // No manager, or the trivial one: there is no node to drain.
+        None | Some(ContainerManagerType::Trivial) => Ok(()),
+        Some(kind) => Err(format!(
+            "draining nodes through {} container managers is not available in this version; start the operation with \"drain\": false",
+            kind.as_str()
+        )),
+    }
+}
+
+async fn uncordon(ctx: &Ctx, op: &Operation) -> Result<(), String> {
+    match manager_kind(ctx, op).await? {
+        None | Some(ContainerManagerType::Trivial) => Ok(()),
+        Some(kind) => Err(format!(
+            "uncordoning nodes through {} container managers is not available in this version",
+            kind.as_str()
+        )),
+    }
+}
+
+/// Addresses of hosts currently in flight in any active operation (the watcher leaves them
+/// alone: a rebooting host is expected to be unreachable).
+pub async fn hosts_in_flight(ctx: &Ctx) -> StoreResult<HashSet<String>> {
+    Ok(records::list_json::<Operation>(ctx.store.as_ref(), records::OPERATIONS)
+        .await?
+        .into_iter()
+        .filter(|o| o.value.status.is_active())
+        .flat_map(|o| o.value.in_process)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ostree_status_parsing() {
+        let (b, s) = ostree_versions(
+            r#"{"deployments":[{"version":"7.2","booted":false,"staged":true},{"version":"7.1","booted":true,"staged":false}],"transaction":null}"#,
+        )
+        .unwrap();
+        assert_eq!(b, "7.1");
+        assert_eq!(s.as_deref(), Some("7.2"));
+        let (b, s) = ostree_versions(r#"{"deployments":[{"version":"7.1","booted":true}]}"#).unwrap();
+        assert_eq!((b.as_str(), s), ("7.1", None));
+        assert!(ostree_versions("nope").is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        let now = now_timestamp();
+        assert!(seconds_since(&now).unwrap() < 5.0);
+        assert!(seconds_since("").is_none());
+    }
+}
