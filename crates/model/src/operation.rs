@@ -14,8 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::request::{Fields, describe};
 use crate::ValidationError;
+use crate::request::{Fields, describe};
 
 /// The three kinds of rolling operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -121,7 +121,9 @@ impl Amount {
         let bad = || {
             ValidationError::new(
                 field,
-                format!("must be a whole number (at least {min}) or a percentage like \"25%\", got {v}"),
+                format!(
+                    "must be a whole number (at least {min}) or a percentage like \"25%\", got {v}"
+                ),
             )
         };
         match v {
@@ -219,7 +221,10 @@ impl OperationOptions {
         }
         if let Some(v) = f.get("drain") {
             o.drain = v.as_bool().ok_or_else(|| {
-                ValidationError::new("drain", format!("must be true or false, got {}", describe(v)))
+                ValidationError::new(
+                    "drain",
+                    format!("must be true or false, got {}", describe(v)),
+                )
             })?;
         }
         if let Some(v) = f.get("reboot") {
@@ -230,19 +235,22 @@ impl OperationOptions {
                 ));
             }
             o.reboot = v.as_bool().ok_or_else(|| {
-                ValidationError::new("reboot", format!("must be true or false, got {}", describe(v)))
+                ValidationError::new(
+                    "reboot",
+                    format!("must be true or false, got {}", describe(v)),
+                )
             })?;
         }
         if let Some(v) = f.get("timeout_seconds") {
-            o.timeout_seconds = v
-                .as_u64()
-                .filter(|s| (1..=86_400).contains(s))
-                .ok_or_else(|| {
-                    ValidationError::new(
-                        "timeout_seconds",
-                        format!("must be a whole number of seconds from 1 to 86400, got {v}"),
-                    )
-                })?;
+            o.timeout_seconds =
+                v.as_u64()
+                    .filter(|s| (1..=86_400).contains(s))
+                    .ok_or_else(|| {
+                        ValidationError::new(
+                            "timeout_seconds",
+                            format!("must be a whole number of seconds from 1 to 86400, got {v}"),
+                        )
+                    })?;
         }
         let version = match (kind, f.get("version")) {
             (OperationKind::Deploy, Some(Value::String(s))) if !s.trim().is_empty() => {
@@ -574,7 +582,11 @@ pub fn decide(op: &Operation, seconds_since_batch: Option<f64>) -> Decision {
     let pending: Vec<&String> = op
         .order
         .iter()
-        .filter(|a| op.hosts.get(*a).is_none_or(|p| p.state == HostStep::Pending))
+        .filter(|a| {
+            op.hosts
+                .get(*a)
+                .is_none_or(|p| p.state == HostStep::Pending)
+        })
         .collect();
     if pending.is_empty() {
         return Decision::Finish(OperationStatus::Finished, String::new());
@@ -620,14 +632,22 @@ mod tests {
     #[test]
     fn batches_in_order_and_never_overlap() {
         let mut o = op(5, Amount::Count(2), Amount::Count(0));
-        let Decision::StartBatch(b) = decide(&o, None) else { panic!() };
+        let Decision::StartBatch(b) = decide(&o, None) else {
+            panic!()
+        };
         assert_eq!(b, vec!["10.0.0.1", "10.0.0.2"]);
         o.in_process = b.clone();
         assert_eq!(decide(&o, None), Decision::Wait);
         finish(&mut o, "10.0.0.1", HostStep::Done);
-        assert_eq!(decide(&o, None), Decision::Wait, "a batch finishes as a whole");
+        assert_eq!(
+            decide(&o, None),
+            Decision::Wait,
+            "a batch finishes as a whole"
+        );
         finish(&mut o, "10.0.0.2", HostStep::Done);
-        let Decision::StartBatch(b) = decide(&o, Some(0.0)) else { panic!() };
+        let Decision::StartBatch(b) = decide(&o, Some(0.0)) else {
+            panic!()
+        };
         assert_eq!(b, vec!["10.0.0.3", "10.0.0.4"]);
         assert_eq!(o.restarted.as_deref().unwrap(), ["10.0.0.1", "10.0.0.2"]);
     }
@@ -637,7 +657,9 @@ mod tests {
         let mut o = op(4, Amount::Count(1), Amount::Count(0));
         o.in_process = vec!["10.0.0.1".into()];
         finish(&mut o, "10.0.0.1", HostStep::Failed);
-        assert!(matches!(decide(&o, None), Decision::Finish(OperationStatus::Failed, r) if r.contains("10.0.0.1")));
+        assert!(
+            matches!(decide(&o, None), Decision::Finish(OperationStatus::Failed, r) if r.contains("10.0.0.1"))
+        );
 
         let mut o = op(4, Amount::Count(1), Amount::Count(1));
         o.in_process = vec!["10.0.0.1".into()];
@@ -647,21 +669,29 @@ mod tests {
         o.status = OperationStatus::Paused;
         assert_eq!(decide(&o, None), Decision::Wait);
         o.cancel_requested = true;
-        assert!(matches!(decide(&o, None), Decision::Finish(OperationStatus::Cancelled, _)));
+        assert!(matches!(
+            decide(&o, None),
+            Decision::Finish(OperationStatus::Cancelled, _)
+        ));
     }
 
     #[test]
     fn finishes_and_pauses_between_batches() {
         let mut o = op(1, Amount::Count(1), Amount::Count(0));
         o.options.pause_seconds = 5.0;
-        assert!(matches!(decide(&o, Some(1.0)), Decision::PauseBetweenBatches(s) if (s - 4.0).abs() < 1e-9));
+        assert!(
+            matches!(decide(&o, Some(1.0)), Decision::PauseBetweenBatches(s) if (s - 4.0).abs() < 1e-9)
+        );
         finish(&mut o, "10.0.0.1", HostStep::Done);
         assert_eq!(
             decide(&o, None),
             Decision::Finish(OperationStatus::Finished, String::new())
         );
         let empty = op(0, Amount::Count(1), Amount::Count(0));
-        assert!(matches!(decide(&empty, None), Decision::Finish(OperationStatus::Finished, _)));
+        assert!(matches!(
+            decide(&empty, None),
+            Decision::Finish(OperationStatus::Finished, _)
+        ));
     }
 
     #[test]
@@ -669,8 +699,14 @@ mod tests {
         assert_eq!(Amount::Percent(25).batch(10), 3);
         assert_eq!(Amount::Percent(1).batch(10), 1);
         assert_eq!(Amount::Percent(10).budget(12), 1);
-        assert_eq!(serde_json::to_value(Amount::Percent(25)).unwrap(), json!("25%"));
-        assert_eq!(serde_json::from_value::<Amount>(json!(3)).unwrap(), Amount::Count(3));
+        assert_eq!(
+            serde_json::to_value(Amount::Percent(25)).unwrap(),
+            json!("25%")
+        );
+        assert_eq!(
+            serde_json::from_value::<Amount>(json!(3)).unwrap(),
+            Amount::Count(3)
+        );
     }
 
     #[test]
@@ -708,24 +744,51 @@ mod tests {
         assert_eq!(o.batch_size, Amount::Percent(25));
         assert!(o.reboot && v.is_none());
         for (kind, body, field) in [
-            (OperationKind::Restart, json!({"batch_size": 0}), "batch_size"),
-            (OperationKind::Restart, json!({"batch_size": "150%"}), "batch_size"),
-            (OperationKind::Restart, json!({"max_failures": -1}), "max_failures"),
-            (OperationKind::Restart, json!({"pause_seconds": "x"}), "pause_seconds"),
+            (
+                OperationKind::Restart,
+                json!({"batch_size": 0}),
+                "batch_size",
+            ),
+            (
+                OperationKind::Restart,
+                json!({"batch_size": "150%"}),
+                "batch_size",
+            ),
+            (
+                OperationKind::Restart,
+                json!({"max_failures": -1}),
+                "max_failures",
+            ),
+            (
+                OperationKind::Restart,
+                json!({"pause_seconds": "x"}),
+                "pause_seconds",
+            ),
             (OperationKind::Restart, json!({"drain": "yes"}), "drain"),
             (OperationKind::Restart, json!({"reboot": true}), "reboot"),
-            (OperationKind::Restart, json!({"timeout_seconds": 0}), "timeout_seconds"),
+            (
+                OperationKind::Restart,
+                json!({"timeout_seconds": 0}),
+                "timeout_seconds",
+            ),
             (OperationKind::Restart, json!({"version": "1"}), "version"),
             (OperationKind::Deploy, json!({}), "version"),
             (OperationKind::Deploy, json!({"version": ""}), "version"),
-            (OperationKind::Deploy, json!({"version": "1; reboot"}), "version"),
+            (
+                OperationKind::Deploy,
+                json!({"version": "1; reboot"}),
+                "version",
+            ),
         ] {
             let e = OperationOptions::from_json(kind, &fields(body.clone()), false).unwrap_err();
             assert_eq!(e.field, field, "{body}");
         }
-        let (_, v) =
-            OperationOptions::from_json(OperationKind::Deploy, &fields(json!({"version": "7.2.1"})), true)
-                .unwrap();
+        let (_, v) = OperationOptions::from_json(
+            OperationKind::Deploy,
+            &fields(json!({"version": "7.2.1"})),
+            true,
+        )
+        .unwrap();
         assert_eq!(v.as_deref(), Some("7.2.1"));
     }
 
@@ -733,7 +796,14 @@ mod tests {
     fn wire_shape_keeps_original_fields() {
         let o = op(2, Amount::Count(1), Amount::Count(0));
         let v = serde_json::to_value(&o).unwrap();
-        for key in ["name", "status", "restarted", "in_process", "started_at", "finished_at"] {
+        for key in [
+            "name",
+            "status",
+            "restarted",
+            "in_process",
+            "started_at",
+            "finished_at",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert!(v.get("upgraded").is_none());

@@ -75,7 +75,9 @@ where
         }
         tokio::time::sleep(Duration::from_millis(attempt.min(20))).await;
     }
-    Err(StoreError::Backend(format!("{key} kept changing while being updated")))
+    Err(StoreError::Backend(format!(
+        "{key} kept changing while being updated"
+    )))
 }
 
 /// Runs clusterexec until shutdown.
@@ -137,8 +139,7 @@ async fn claim(ctx: &Ctx, key: &str) -> StoreResult<bool> {
         if !op.status.is_active() {
             return false;
         }
-        let stale = seconds_since(&op.heartbeat)
-            .is_none_or(|s| s > STALE_AFTER.as_secs_f64());
+        let stale = seconds_since(&op.heartbeat).is_none_or(|s| s > STALE_AFTER.as_secs_f64());
         if op.owner.is_empty() || op.owner == me || stale {
             mine = true;
             op.owner = me.clone();
@@ -176,7 +177,10 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
         for a in &op.in_process {
             if !tasks.contains_key(a) {
                 let (ctx, key, a2) = (ctx.clone(), key.to_string(), a.clone());
-                tasks.insert(a.clone(), tokio::spawn(async move { host_task(&ctx, &key, &a2).await }));
+                tasks.insert(
+                    a.clone(),
+                    tokio::spawn(async move { host_task(&ctx, &key, &a2).await }),
+                );
             }
         }
         let mut pause = Duration::from_millis(250);
@@ -280,7 +284,9 @@ async fn host_task(ctx: &Ctx, key: &str, address: &str) {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(operation = %key, address, error = %error, "host failed");
-                if progress.drained && let Err(e) = uncordon(ctx, &op).await {
+                if progress.drained
+                    && let Err(e) = uncordon(ctx, &op).await
+                {
                     tracing::warn!(address, error = %e, "could not uncordon after a failure");
                 }
                 HostProgress {
@@ -340,7 +346,11 @@ async fn connect(ctx: &Ctx, address: &str, timeout: Duration) -> Result<remote::
         .map_err(|e| e.to_string())
 }
 
-async fn run_checked(session: &remote::Session, cmd: &str, timeout: Duration) -> Result<String, String> {
+async fn run_checked(
+    session: &remote::Session,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let out = session
         .exec(cmd, None, timeout)
         .await
@@ -406,7 +416,8 @@ async fn step(
                     OperationKind::Upgrade => {
                         run_checked(&session, os.upgrade, remaining()).await?;
                         if host.ostree {
-                            let st = run_checked(&session, "rpm-ostree status --json", remaining()).await?;
+                            let st = run_checked(&session, "rpm-ostree status --json", remaining())
+                                .await?;
                             let (booted, staged) = ostree_versions(&st)?;
                             next.target_version = staged.unwrap_or(booted);
                         }
@@ -421,7 +432,9 @@ async fn step(
                 next.state = HostProgress::after_command(op.kind, host.ostree, op.options.reboot);
                 if next.state == HostStep::Rebooting {
                     // The reboot is over when the boot id differs from this one.
-                    let boot = run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining()).await?;
+                    let boot =
+                        run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining())
+                            .await?;
                     next.boot_id_before = boot.trim().to_string();
                 }
                 Ok::<(), String>(())
@@ -438,8 +451,11 @@ async fn step(
             let host = load_host(ctx, address).await?;
             let session = connect(ctx, address, remaining()).await?;
             let result = async {
-                let boot = run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining()).await?;
-                if host.ostree && matches!(op.kind, OperationKind::Upgrade | OperationKind::Deploy) {
+                let boot =
+                    run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining())
+                        .await?;
+                if host.ostree && matches!(op.kind, OperationKind::Upgrade | OperationKind::Deploy)
+                {
                     let st = run_checked(&session, "rpm-ostree status --json", remaining()).await?;
                     let (booted, _) = ostree_versions(&st)?;
                     if booted != progress.target_version {
@@ -481,7 +497,8 @@ async fn await_reboot(
     let before = progress.boot_id_before.clone();
     let host = load_host(ctx, address).await?;
     let os = OsCommands::for_host(&host.os, host.ostree)?;
-    let probe = format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
+    let probe =
+        format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
     let mut last_error = String::from("no answer yet");
     while Instant::now() < deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -518,9 +535,14 @@ async fn await_reboot(
             }
             Err(e) => last_error = e,
         }
-        tokio::time::sleep(Duration::from_millis(300).min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_millis(300).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
-    Err(format!("did not come back with a new boot id in time (last: {last_error})"))
+    Err(format!(
+        "did not come back with a new boot id in time (last: {last_error})"
+    ))
 }
 
 /// The kind of the container manager of the operation's cluster, if any.
@@ -534,10 +556,18 @@ async fn manager_kind(ctx: &Ctx, op: &Operation) -> Result<Option<ContainerManag
     if cluster.container_manager.is_empty() {
         return Ok(None);
     }
-    let cm = get_json::<model::ContainerManagerConfig>(store, &container_manager_key(&cluster.container_manager))
-        .await
-        .map_err(|e| format!("store: {e}"))?
-        .ok_or_else(|| format!("container manager {} does not exist", cluster.container_manager))?;
+    let cm = get_json::<model::ContainerManagerConfig>(
+        store,
+        &container_manager_key(&cluster.container_manager),
+    )
+    .await
+    .map_err(|e| format!("store: {e}"))?
+    .ok_or_else(|| {
+        format!(
+            "container manager {} does not exist",
+            cluster.container_manager
+        )
+    })?;
     Ok(Some(cm.value.kind))
 }
 
@@ -565,12 +595,14 @@ async fn uncordon(ctx: &Ctx, op: &Operation) -> Result<(), String> {
 /// Addresses of hosts currently in flight in any active operation (the watcher leaves them
 /// alone: a rebooting host is expected to be unreachable).
 pub async fn hosts_in_flight(ctx: &Ctx) -> StoreResult<HashSet<String>> {
-    Ok(records::list_json::<Operation>(ctx.store.as_ref(), records::OPERATIONS)
-        .await?
-        .into_iter()
-        .filter(|o| o.value.status.is_active())
-        .flat_map(|o| o.value.in_process)
-        .collect())
+    Ok(
+        records::list_json::<Operation>(ctx.store.as_ref(), records::OPERATIONS)
+            .await?
+            .into_iter()
+            .filter(|o| o.value.status.is_active())
+            .flat_map(|o| o.value.in_process)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -585,7 +617,8 @@ mod tests {
         .unwrap();
         assert_eq!(b, "7.1");
         assert_eq!(s.as_deref(), Some("7.2"));
-        let (b, s) = ostree_versions(r#"{"deployments":[{"version":"7.1","booted":true}]}"#).unwrap();
+        let (b, s) =
+            ostree_versions(r#"{"deployments":[{"version":"7.1","booted":true}]}"#).unwrap();
         assert_eq!((b.as_str(), s), ("7.1", None));
         assert!(ostree_versions("nope").is_err());
     }

@@ -70,7 +70,9 @@ async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
         p.retain(|a, _| hosts.iter().any(|h| &h.value.address == a));
     }
     // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
-    let busy = crate::clusterexec::hosts_in_flight(ctx).await.unwrap_or_default();
+    let busy = crate::clusterexec::hosts_in_flight(ctx)
+        .await
+        .unwrap_or_default();
     let interval = ctx.cfg.watcher_interval;
     let mut set = JoinSet::new();
     for h in hosts {

@@ -58,7 +58,11 @@ pub fn url_address(address: &str) -> ApiResult<String> {
 }
 
 /// Adds `path` and `path/` (a trailing slash is optional on every route).
-pub(crate) fn route(router: Router<AppState>, path: &str, mr: MethodRouter<AppState>) -> Router<AppState> {
+pub(crate) fn route(
+    router: Router<AppState>,
+    path: &str,
+    mr: MethodRouter<AppState>,
+) -> Router<AppState> {
     router
         .route(path, mr.clone())
         .route(&format!("{path}/"), mr)

@@ -19,7 +19,7 @@ pub async fn active_operation(state: &AppState, cluster: &str) -> ApiResult<Opti
         if let Some(op) =
             get_json::<Operation>(state.store.as_ref(), &operation_key(cluster, kind.as_str()))
                 .await?
-                && op.value.status.is_active()
+            && op.value.status.is_active()
         {
             return Ok(Some(op.value));
         }
@@ -71,13 +71,20 @@ pub async fn start(
         let cluster = get_json::<Cluster>(store, &cluster_key(&name))
             .await?
             .ok_or_else(|| ApiError::not_found(format!("cluster {name} does not exist")))?;
-        let (options, version) =
-            OperationOptions::from_json(kind, &fields, !cluster.value.container_manager.is_empty())?;
+        let (options, version) = OperationOptions::from_json(
+            kind,
+            &fields,
+            !cluster.value.container_manager.is_empty(),
+        )?;
         if let Some(active) = active_operation(&state, &name).await? {
             return Err(ApiError::conflict(format!(
                 "a {} is already {} on cluster {name}; wait for it, or cancel it with DELETE /api/v0/cluster/{name}/{}",
                 active.kind,
-                if active.status == OperationStatus::Paused { "paused" } else { "running" },
+                if active.status == OperationStatus::Paused {
+                    "paused"
+                } else {
+                    "running"
+                },
                 active.kind
             )));
         }
@@ -92,7 +99,10 @@ pub async fn start(
         let key = operation_key(&name, kind.as_str());
         // Guarded by the cluster's revision (members fixed) and by every operation record of
         // the cluster (no other run started meanwhile).
-        let mut compares = vec![Compare::ModRevision(cluster_key(&name), cluster.mod_revision)];
+        let mut compares = vec![Compare::ModRevision(
+            cluster_key(&name),
+            cluster.mod_revision,
+        )];
         for k in OperationKind::ALL {
             let okey = operation_key(&name, k.as_str());
             compares.push(match store.get(&okey).await? {
@@ -100,7 +110,11 @@ pub async fn start(
                 None => Compare::Absent(okey),
             });
         }
-        if store.txn(compares, vec![put_json(&key, &op)]).await?.succeeded {
+        if store
+            .txn(compares, vec![put_json(&key, &op)])
+            .await?
+            .succeeded
+        {
             tracing::info!(cluster = %name, kind = %kind, hosts = op.order.len(), "operation started");
             state.jobs.push(Job::RunOperation {
                 cluster: name.clone(),
@@ -157,7 +171,10 @@ pub async fn control(
         }
         let out = state
             .store
-            .txn(vec![Compare::ModRevision(key.clone(), rev)], vec![put_json(&key, &op)])
+            .txn(
+                vec![Compare::ModRevision(key.clone(), rev)],
+                vec![put_json(&key, &op)],
+            )
             .await?;
         if out.succeeded {
             tracing::info!(cluster = %name, kind = %kind, control = ?control, "operation control");
@@ -173,7 +190,11 @@ pub fn routes(mut r: axum::Router<AppState>, kind: OperationKind) -> axum::Route
     use axum::routing::{get as get_m, put as put_m};
     let base = format!("/api/v0/cluster/{{name}}/{}", kind.as_str());
     let mr = get_m(move |State(s): State<AppState>, Path(n): Path<String>| get(s, n, kind))
-        .put(move |State(s): State<AppState>, Path(n): Path<String>, body: Bytes| start(s, n, kind, body))
+        .put(
+            move |State(s): State<AppState>, Path(n): Path<String>, body: Bytes| {
+                start(s, n, kind, body)
+            },
+        )
         .delete(move |State(s): State<AppState>, Path(n): Path<String>| {
             control(s, n, kind, Control::Cancel)
         });
@@ -181,11 +202,15 @@ pub fn routes(mut r: axum::Router<AppState>, kind: OperationKind) -> axum::Route
     r = super::route(
         r,
         &format!("{base}/pause"),
-        put_m(move |State(s): State<AppState>, Path(n): Path<String>| control(s, n, kind, Control::Pause)),
+        put_m(move |State(s): State<AppState>, Path(n): Path<String>| {
+            control(s, n, kind, Control::Pause)
+        }),
     );
     super::route(
         r,
         &format!("{base}/resume"),
-        put_m(move |State(s): State<AppState>, Path(n): Path<String>| control(s, n, kind, Control::Resume)),
+        put_m(move |State(s): State<AppState>, Path(n): Path<String>| {
+            control(s, n, kind, Control::Resume)
+        }),
     )
 }
