@@ -16,7 +16,21 @@ use testsupport::testbed::{Testbed, TestbedOptions};
 /// bootstrapped.
 async fn fleet(env: &Env, tb: &Testbed) -> Server {
     let server = env.server().await;
-    expect_status(&server.put("/cluster/c", json!({})).await, 201);
+    // The embedded store has no etcd for flannel to use, so the cluster gets a flannel server
+    // network (the address only ends up in the hosts' flanneld configuration).
+    expect_status(
+        &server
+            .put(
+                "/network/fs",
+                json!({"type": "flannel_server", "options": {"address": format!("{}:8080", tb.gateway())}}),
+            )
+            .await,
+        201,
+    );
+    expect_status(
+        &server.put("/cluster/c", json!({"network": "fs"})).await,
+        201,
+    );
     for a in tb.addresses() {
         let r = server
             .put(
