@@ -201,6 +201,47 @@ pub struct HostStatus {
     pub container_manager: serde_json::Value,
 }
 
+/// A container manager's view of a host's node, as last observed by the workers (stored under
+/// `nodes/<address>`, shown in `HostStatus.container_manager`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    /// The container manager's name.
+    pub container_manager: String,
+    /// The node's name in the manager (the host's address).
+    pub node: String,
+    /// The node object exists.
+    pub registered: bool,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    /// Cordoned (`spec.unschedulable`).
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// Commissaire registered the node (so it may delete it).
+    #[serde(default)]
+    pub managed: bool,
+    /// `Ready` condition's reason and message, or why the node could not be read.
+    #[serde(default)]
+    pub reason: String,
+    /// The kubelet's version, when reported.
+    #[serde(default)]
+    pub kubelet_version: String,
+    /// When this view was taken (`%Y-%m-%dT%H:%M:%S.%f`, UTC).
+    #[serde(default)]
+    pub checked_at: String,
+}
+
+/// A node to remove from a container manager because its host left the cluster or was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeRemoval {
+    /// The host's address (the node's name).
+    pub address: String,
+    /// The container manager to remove it from.
+    pub container_manager: String,
+    /// When the removal was requested.
+    #[serde(default)]
+    pub requested_at: String,
+}
+
 /// Computed health of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -385,7 +385,8 @@ impl ContainerManagerRequest {
     ///
     /// `openshift`/`kubernetes` options: `server_url` (required), `token`, `certificate_path`
     /// and `certificate_key_path` (both or neither), `ca_path`, `insecure_skip_tls_verify`
-    /// (boolean, default false). `trivial` takes no options.
+    /// (boolean, default false), `node_ready_timeout_seconds` (how long a new host's node may
+    /// take to become Ready, default 300). `trivial` takes no options.
     pub fn from_json(name: &str, f: &Fields) -> Result<ContainerManagerConfig, ValidationError> {
         validate_name("name", name)?;
         let kind = match opt_str(f, "type")?.as_deref() {
@@ -416,6 +417,7 @@ impl ContainerManagerRequest {
                         "certificate_key_path",
                         "ca_path",
                         "insecure_skip_tls_verify",
+                        "node_ready_timeout_seconds",
                     ],
                     "openshift/kubernetes container managers",
                 )?;
@@ -446,6 +448,17 @@ impl ContainerManagerRequest {
                     ));
                 }
                 option_str(&options, "ca_path")?;
+                if let Some(v) = options.get("node_ready_timeout_seconds")
+                    && !v.as_u64().is_some_and(|n| (1..=86_400).contains(&n))
+                {
+                    return Err(ValidationError::new(
+                        "options.node_ready_timeout_seconds",
+                        format!(
+                            "must be a whole number of seconds from 1 to 86400, got {}",
+                            describe(v)
+                        ),
+                    ));
+                }
                 if let Some(v) = options.get("insecure_skip_tls_verify")
                     && !v.is_boolean()
                 {

@@ -4,7 +4,8 @@
 //! Key layout (relative to the store prefix, as in the original's etcd layout):
 //! `hosts/<address>`, `clusters/<name>`, `cluster/<name>/restart|upgrade|deploy`,
 //! `networks/<name>`, `container_managers/<name>`, `secrets/hosts/<address>` (sealed
-//! [`HostCreds`]), `secrets/container_managers/<name>` (sealed secret options).
+//! [`HostCreds`]), `secrets/container_managers/<name>` (sealed secret options), `nodes/<address>`
+//! and `node_removals/<address>` (container-manager state of hosts).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,11 @@ pub const SECRETS: &str = "secrets/";
 pub const HOST_KEYS: &str = "host_keys/";
 /// Prefix of rolling-operation records (`cluster/<name>/<kind>`).
 pub const OPERATIONS: &str = "cluster/";
+/// Prefix of container managers' views of host nodes (`nodes/<address>`, a [`model::NodeView`]).
+pub const NODES: &str = "nodes/";
+/// Prefix of pending node removals (`node_removals/<address>`, a [`model::NodeRemoval`]),
+/// written with the change that takes a host out of its cluster and deleted once done.
+pub const NODE_REMOVALS: &str = "node_removals/";
 /// The kinds of rolling operation, as they appear in keys and URLs.
 pub const OPERATION_KINDS: &[&str] = &["restart", "upgrade", "deploy"];
 
@@ -56,6 +62,15 @@ pub struct TrustedHostKey {
     pub fingerprint: String,
     /// When the key was first trusted.
     pub trusted_at: String,
+}
+
+/// Key of the container manager's view of a host's node.
+pub fn node_key(address: &str) -> String {
+    format!("{NODES}{address}")
+}
+/// Key of a pending removal of a host's node.
+pub fn node_removal_key(address: &str) -> String {
+    format!("{NODE_REMOVALS}{address}")
 }
 
 /// Key of a cluster record.

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::{
-    ContainerManagerType, Decision, Host, HostAction, HostProgress, HostStep, Operation,
-    OperationKind, decide, now_timestamp,
+    Decision, Host, HostAction, HostProgress, HostStep, Operation, OperationKind, decide,
+    now_timestamp,
 };
-use store::records::{self, container_manager_key, get_json, host_key, operation_key, put_json};
+use store::records::{self, get_json, host_key, operation_key, put_json};
 use store::{Compare, StoreError, StoreResult};
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use crate::Ctx;
 use crate::hosts::{target, update_host};
 use crate::jobs::Job;
+use crate::nodes;
 use crate::oscmd::OsCommands;
 
 /// A heartbeat older than this means the owning server is gone.
@@ -266,6 +267,7 @@ async fn host_task(ctx: &Ctx, key: &str, address: &str) {
         }
         let progress = op.hosts.get(address).cloned().unwrap_or_default();
         let action = progress.next_action(op.options.drain);
+        let draining = action == HostAction::Drain;
         if action == HostAction::Nothing {
             return;
         }
@@ -284,10 +286,11 @@ async fn host_task(ctx: &Ctx, key: &str, address: &str) {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(operation = %key, address, error = %error, "host failed");
-                if progress.drained
-                    && let Err(e) = uncordon(ctx, &op).await
+                // A drain that failed half-way may have cordoned the node already.
+                if (progress.drained || draining)
+                    && let Ok(Some(m)) = manager(ctx, &op).await
                 {
-                    tracing::warn!(address, error = %e, "could not uncordon after a failure");
+                    nodes::uncordon_after_failure(&m, address).await;
                 }
                 HostProgress {
                     state: HostStep::Failed,
@@ -402,7 +405,9 @@ async fn step(
     match action {
         HostAction::Nothing => {}
         HostAction::Drain => {
-            drain(ctx, op).await?;
+            if let Some(m) = manager(ctx, op).await? {
+                nodes::drain(&m, address, deadline).await?;
+            }
             next.drained = true;
             next.state = HostStep::Running;
         }
@@ -479,7 +484,9 @@ async fn step(
             next.state = progress.after_verify();
         }
         HostAction::Uncordon => {
-            uncordon(ctx, op).await?;
+            if let Some(m) = manager(ctx, op).await? {
+                nodes::uncordon(ctx, &m, address, deadline).await?;
+            }
             next.state = HostStep::Done;
         }
     }
@@ -545,51 +552,14 @@ async fn await_reboot(
     ))
 }
 
-/// The kind of the container manager of the operation's cluster, if any.
-async fn manager_kind(ctx: &Ctx, op: &Operation) -> Result<Option<ContainerManagerType>, String> {
-    let store = ctx.store.as_ref();
-    let cluster = get_json::<model::Cluster>(store, &records::cluster_key(&op.name))
+/// The container manager of the operation's cluster, if any.
+async fn manager(ctx: &Ctx, op: &Operation) -> Result<Option<nodes::Manager>, String> {
+    let cluster = get_json::<model::Cluster>(ctx.store.as_ref(), &records::cluster_key(&op.name))
         .await
         .map_err(|e| format!("store: {e}"))?
         .ok_or("the cluster was deleted")?
         .value;
-    if cluster.container_manager.is_empty() {
-        return Ok(None);
-    }
-    let cm = get_json::<model::ContainerManagerConfig>(
-        store,
-        &container_manager_key(&cluster.container_manager),
-    )
-    .await
-    .map_err(|e| format!("store: {e}"))?
-    .ok_or_else(|| {
-        format!(
-            "container manager {} does not exist",
-            cluster.container_manager
-        )
-    })?;
-    Ok(Some(cm.value.kind))
-}
-
-async fn drain(ctx: &Ctx, op: &Operation) -> Result<(), String> {
-    match manager_kind(ctx, op).await? {
-        // No manager, or the trivial one: there is no node to drain.
-        None | Some(ContainerManagerType::Trivial) => Ok(()),
-        Some(kind) => Err(format!(
-            "draining nodes through {} container managers is not available in this version; start the operation with \"drain\": false",
-            kind.as_str()
-        )),
-    }
-}
-
-async fn uncordon(ctx: &Ctx, op: &Operation) -> Result<(), String> {
-    match manager_kind(ctx, op).await? {
-        None | Some(ContainerManagerType::Trivial) => Ok(()),
-        Some(kind) => Err(format!(
-            "uncordoning nodes through {} container managers is not available in this version",
-            kind.as_str()
-        )),
-    }
+    nodes::manager_of_cluster(ctx, &cluster).await
 }
 
 /// Addresses of hosts currently in flight in any active operation (the watcher leaves them

@@ -11,13 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model::{
-    ContainerManagerConfig, ContainerManagerType, Host, HostState, Network, now_timestamp,
-};
+use model::{Host, HostState, Network, now_timestamp};
 use store::StoreError;
-use store::records::{
-    self, container_manager_key, get_container_manager_secrets, get_json, list_json, network_key,
-};
+use store::records::{self, get_json, list_json, network_key};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::Ctx;
@@ -27,6 +23,7 @@ use crate::hosts::{
     update_host,
 };
 use crate::jobs::Job;
+use crate::nodes;
 use crate::oscmd::OsCommands;
 
 /// Investigations running at once.
@@ -154,19 +151,6 @@ async fn investigate_with_retries(ctx: &Ctx, address: &str) {
     }
 }
 
-/// Loads the container manager of a cluster with its secret options opened.
-async fn load_manager(ctx: &Ctx, name: &str) -> Result<Option<ContainerManagerConfig>, StoreError> {
-    let store = ctx.store.as_ref();
-    let Some(v) = get_json::<ContainerManagerConfig>(store, &container_manager_key(name)).await?
-    else {
-        return Ok(None);
-    };
-    let mut cfg = v.value;
-    cfg.options
-        .extend(get_container_manager_secrets(store, &ctx.sealer, name).await?);
-    Ok(Some(cfg))
-}
-
 /// One investigation. Errors returned are store errors (retry); host problems end in `failed`.
 async fn investigate(ctx: &Ctx, address: &str) -> Result<(), StoreError> {
     let store = ctx.store.as_ref();
@@ -273,9 +257,15 @@ async fn investigate_connected(
         },
         None => None,
     };
-    let manager = match cluster.as_ref().map(|c| c.container_manager.as_str()) {
-        Some(name) if !name.is_empty() => load_manager(ctx, name).await?,
-        _ => None,
+    let manager = match &cluster {
+        Some(c) => match nodes::manager_of_cluster(ctx, c).await {
+            Ok(m) => m,
+            Err(e) => {
+                fail_host(store, address, &e).await?;
+                return Ok(());
+            }
+        },
+        None => None,
     };
     let plan = match bootstrap::plan(
         &Inputs {
@@ -283,7 +273,7 @@ async fn investigate_connected(
             os: &os,
             cluster: cluster.as_ref(),
             network: network.as_ref(),
-            container_manager: manager.as_ref(),
+            container_manager: manager.as_ref().map(|m| &m.cfg),
             etcd: ctx.cfg.etcd.as_ref(),
         },
         &ctx.cfg.templates,
@@ -311,13 +301,28 @@ async fn investigate_connected(
             return Ok(());
         }
     }
-    let trivial = manager
-        .as_ref()
-        .is_some_and(|m| m.kind == ContainerManagerType::Trivial);
-    let final_state = if trivial {
-        HostState::Active
-    } else {
-        HostState::Disassociated
+    // In a cluster with a container manager the host is `active` once its node is Ready.
+    let final_state = match &manager {
+        None => HostState::Disassociated,
+        Some(m) if !m.has_nodes() => HostState::Active,
+        Some(m) => match nodes::join(ctx, m, address).await {
+            Ok(_) => HostState::Active,
+            Err(e) => {
+                // Bootstrap itself is done: remember it, so a retry only joins the node.
+                update_host(store, address, |h| {
+                    h.bootstrapped = true;
+                    true
+                })
+                .await?;
+                fail_host(
+                    store,
+                    address,
+                    &format!("{}{}: {e}", crate::watcher::NODE_FAILURE, m.cfg.name),
+                )
+                .await?;
+                return Ok(());
+            }
+        },
     };
     update_host(store, address, |h| {
         if h.status != HostState::Bootstrapping {

@@ -17,6 +17,12 @@ pub enum Job {
         /// The host's address.
         address: String,
     },
+    /// Remove a host's node from its former container manager (the `node_removals/` record
+    /// says which).
+    RemoveNode {
+        /// The host's address.
+        address: String,
+    },
     /// Run (or continue) a cluster's rolling operation.
     RunOperation {
         /// The cluster's name.
@@ -26,12 +32,14 @@ pub enum Job {
     },
 }
 
-/// The in-process job queues: one for investigations, one for rolling operations.
+/// The in-process job queues: investigations, rolling operations, node removals.
 pub struct JobQueue {
     investigate_tx: mpsc::UnboundedSender<Job>,
     investigate_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
     operations_tx: mpsc::UnboundedSender<Job>,
     operations_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    nodes_tx: mpsc::UnboundedSender<Job>,
+    nodes_rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
     queued: AtomicU64,
     taken: AtomicU64,
 }
@@ -47,11 +55,14 @@ impl JobQueue {
     pub fn new() -> Self {
         let (investigate_tx, irx) = mpsc::unbounded_channel();
         let (operations_tx, orx) = mpsc::unbounded_channel();
+        let (nodes_tx, nrx) = mpsc::unbounded_channel();
         JobQueue {
             investigate_tx,
             investigate_rx: Mutex::new(Some(irx)),
             operations_tx,
             operations_rx: Mutex::new(Some(orx)),
+            nodes_tx,
+            nodes_rx: Mutex::new(Some(nrx)),
             queued: AtomicU64::new(0),
             taken: AtomicU64::new(0),
         }
@@ -64,6 +75,7 @@ impl JobQueue {
         let _ = match job {
             Job::Investigate { .. } => self.investigate_tx.send(job),
             Job::RunOperation { .. } => self.operations_tx.send(job),
+            Job::RemoveNode { .. } => self.nodes_tx.send(job),
         };
     }
 
@@ -77,6 +89,10 @@ impl JobQueue {
         self.operations_rx.lock().await.take()
     }
 
+    /// Hands the node-removal queue to its worker (once).
+    pub async fn take_node_receiver(&self) -> Option<mpsc::UnboundedReceiver<Job>> {
+        self.nodes_rx.lock().await.take()
+    }
     /// Call when a worker has taken a job off a queue.
     pub fn mark_taken(&self) {
         self.taken.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,10 @@
 //! * [`investigator`] — new hosts: connect over SSH (trust on first use), gather facts,
 //!   bootstrap (flannel, docker, Kubernetes node), and settle them `disassociated`/`active`;
 //! * [`watcher`] — every host on an interval: `last_check`, failure and recovery;
-//! * [`clusterexec`] — rolling restarts, upgrades and OSTree deploys.
+//! * [`clusterexec`] — rolling restarts, upgrades and OSTree deploys (cordon/drain through the
+//!   cluster's container manager);
+//! * [`nodes`] — hosts as container-manager nodes: join (register, wait for Ready), views,
+//!   removal when a host leaves its cluster.
 //!
 //! Workers hold no state of their own that matters: everything is read from and written to the
 //! store, so killing the process at any point and starting it again continues the work.
@@ -13,6 +16,7 @@ pub mod clusterexec;
 pub mod hosts;
 pub mod investigator;
 pub mod jobs;
+pub mod nodes;
 pub mod oscmd;
 pub mod watcher;
 
@@ -69,7 +73,7 @@ pub struct Ctx {
     pub server_id: String,
 }
 
-/// Starts the investigator, clusterexec and the watcher. They stop when `ctx.shutdown` turns `true`.
+/// Starts the investigator, clusterexec, the node worker and the watcher. They stop when `ctx.shutdown` turns `true`.
 pub async fn start(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     let mut handles = Vec::new();
     if let Some(rx) = ctx.jobs.take_receiver().await {
@@ -77,6 +81,9 @@ pub async fn start(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
     }
     if let Some(rx) = ctx.jobs.take_operation_receiver().await {
         handles.push(tokio::spawn(clusterexec::run(ctx.clone(), rx)));
+    }
+    if let Some(rx) = ctx.jobs.take_node_receiver().await {
+        handles.push(tokio::spawn(nodes::run(ctx.clone(), rx)));
     }
     handles.push(tokio::spawn(watcher::run(ctx)));
     handles

@@ -24,6 +24,7 @@ use crate::Ctx;
 use crate::hosts::{cluster_of, describe_remote_error, record_first_key, target, update_host};
 use crate::investigator::UNREACHABLE;
 use crate::jobs::Job;
+use crate::nodes;
 
 /// Checks running at once.
 pub const MAX_CONCURRENT: usize = 64;
@@ -178,8 +179,14 @@ async fn check(ctx: &Ctx, pool: &Pool, host: Host) {
         Contact::Up { boot_id } => {
             let recovering =
                 host.status == HostState::Failed && host.status_reason.starts_with(UNREACHABLE);
+            // The container manager's view decides between `active` and `disassociated`.
+            let node = if host.bootstrapped {
+                node_ready(ctx, &address).await
+            } else {
+                NodeReady::Unknown
+            };
             let recovered_state = if recovering && host.bootstrapped {
-                Some(settled_state(ctx, &address).await)
+                Some(settled_state(ctx, &address, node.clone()).await)
             } else {
                 None
             };
@@ -193,6 +200,25 @@ async fn check(ctx: &Ctx, pool: &Pool, host: Host) {
                 }
                 h.last_check = now_timestamp();
                 h.boot_id = boot_id.clone();
+                if h.bootstrapped {
+                    match (&node, h.status) {
+                        (NodeReady::Ready, HostState::Disassociated) => {
+                            h.status = HostState::Active;
+                            h.status_reason.clear();
+                        }
+                        (NodeReady::Ready, HostState::Failed)
+                            if h.status_reason.starts_with(NODE_FAILURE) =>
+                        {
+                            h.status = HostState::Active;
+                            h.status_reason.clear();
+                        }
+                        (NodeReady::NotReady(why), HostState::Active) => {
+                            h.status = HostState::Disassociated;
+                            h.status_reason = format!("node not Ready: {why}");
+                        }
+                        _ => {}
+                    }
+                }
                 if h.status == HostState::Failed && h.status_reason.starts_with(UNREACHABLE) {
                     h.status_reason.clear();
                     match recovered_state {
@@ -246,9 +272,57 @@ async fn check(ctx: &Ctx, pool: &Pool, host: Host) {
     }
 }
 
-/// The state a bootstrapped host returns to: `active` in a cluster with the trivial container
-/// manager, `disassociated` otherwise.
-async fn settled_state(ctx: &Ctx, address: &str) -> HostState {
+/// Prefix of `status_reason` of hosts that failed because of their container manager; the
+/// watcher makes them `active` once their node is Ready.
+pub const NODE_FAILURE: &str = "container manager ";
+
+/// A host's node as far as the watcher is concerned.
+#[derive(Clone, Debug)]
+enum NodeReady {
+    /// No manager with nodes, or its API could not be asked.
+    Unknown,
+    /// No manager with nodes (no cluster, no manager, or the trivial one).
+    NoNodes,
+    /// Registered and Ready.
+    Ready,
+    /// Not registered or not Ready, and why.
+    NotReady(String),
+}
+
+/// Asks the host's container manager about its node and stores the view.
+async fn node_ready(ctx: &Ctx, address: &str) -> NodeReady {
+    let m = match nodes::manager_of_host(ctx, address).await {
+        Ok(Some(m)) if m.has_nodes() => m,
+        Ok(_) => return NodeReady::NoNodes,
+        Err(e) => {
+            tracing::debug!(address, error = %e, "no usable container manager");
+            return NodeReady::Unknown;
+        }
+    };
+    match m.api.view(address).await {
+        Ok(view) => {
+            nodes::save_view(ctx, address, &view).await;
+            if view.ready {
+                NodeReady::Ready
+            } else {
+                NodeReady::NotReady(view.reason)
+            }
+        }
+        Err(e) => {
+            tracing::warn!(address, error = %e, "cannot read the node");
+            NodeReady::Unknown
+        }
+    }
+}
+
+/// The state a bootstrapped host returns to: `active` when its node is Ready or its cluster's
+/// manager is the trivial one, `disassociated` otherwise.
+async fn settled_state(ctx: &Ctx, address: &str, node: NodeReady) -> HostState {
+    match node {
+        NodeReady::Ready => return HostState::Active,
+        NodeReady::NotReady(_) | NodeReady::Unknown => return HostState::Disassociated,
+        NodeReady::NoNodes => {}
+    }
     let store = ctx.store.as_ref();
     let Ok(Some(cluster)) = cluster_of(store, address).await else {
         return HostState::Disassociated;

@@ -174,8 +174,11 @@ pub async fn delete(
                 key: operation_key(&name, kind),
             });
         }
+        let removals = super::node_removal_ops(&state, &c.value, &c.value.hostset).await?;
+        ops.extend(removals.iter().cloned());
         let cmp = Compare::ModRevision(cluster_key(&name), c.mod_revision);
         if state.store.txn(vec![cmp], ops).await?.succeeded {
+            super::queue_node_removals(&state, &removals);
             tracing::info!(cluster = %name, "cluster deleted");
             return Ok(Json(vec![]));
         }
@@ -284,9 +287,18 @@ pub async fn set_members(
         if cluster.hostset == new {
             return Ok(Json(view(&state, &cluster).await?));
         }
+        let leaving: Vec<String> = cluster
+            .hostset
+            .iter()
+            .filter(|a| !new.contains(a))
+            .cloned()
+            .collect();
+        let removals = super::node_removal_ops(&state, &cluster, &leaving).await?;
         cluster.hostset = new.clone();
-        let ops = vec![put_json(&cluster_key(&name), &cluster)];
+        let mut ops = vec![put_json(&cluster_key(&name), &cluster)];
+        ops.extend(removals.iter().cloned());
         if state.store.txn(compares, ops).await?.succeeded {
+            super::queue_node_removals(&state, &removals);
             return Ok(Json(view(&state, &cluster).await?));
         }
         cas_backoff(attempt).await;
@@ -363,9 +375,13 @@ pub async fn leave(
         }
         let cmp = Compare::ModRevision(cluster_key(&name), c.mod_revision);
         let mut cluster = c.value;
+        let removals =
+            super::node_removal_ops(&state, &cluster, std::slice::from_ref(&address)).await?;
         cluster.hostset.retain(|a| a != &address);
-        let ops = vec![put_json(&cluster_key(&name), &cluster)];
+        let mut ops = vec![put_json(&cluster_key(&name), &cluster)];
+        ops.extend(removals.iter().cloned());
         if state.store.txn(vec![cmp], ops).await?.succeeded {
+            super::queue_node_removals(&state, &removals);
             tracing::info!(cluster = %name, address = %address, "host left cluster");
             return Ok(Json(vec![]));
         }

@@ -224,17 +224,24 @@ pub async fn delete(
                 key: host_key_record_key(&address),
             },
         ];
+        let mut removals = vec![];
         for mut c in clusters {
             if c.value.hostset.contains(&address) {
                 compares.push(Compare::ModRevision(
                     cluster_key(&c.value.name),
                     c.mod_revision,
                 ));
+                removals.extend(
+                    super::node_removal_ops(&state, &c.value, std::slice::from_ref(&address))
+                        .await?,
+                );
                 c.value.hostset.retain(|a| a != &address);
                 ops.push(put_json(&cluster_key(&c.value.name), &c.value));
             }
         }
+        ops.extend(removals.iter().cloned());
         if store.txn(compares, ops).await?.succeeded {
+            super::queue_node_removals(&state, &removals);
             tracing::info!(address = %address, "host deleted");
             return Ok(Json(vec![]));
         }
@@ -269,14 +276,26 @@ pub async fn status(
 ) -> ApiResult<Json<HostStatus>> {
     let address = url_address(&address)?;
     let host = load_host(&state, &address).await?.value;
+    // The node view is what the workers last saw (they refresh it on every watcher round and
+    // every operation step): handlers never call the container manager themselves.
+    let node =
+        get_json::<model::NodeView>(state.store.as_ref(), &store::records::node_key(&address))
+            .await?;
+    let (kind, container_manager) = match node {
+        Some(n) => (
+            "container_manager",
+            serde_json::to_value(n.value).unwrap_or_default(),
+        ),
+        None => ("host_only", serde_json::json!({})),
+    };
     Ok(Json(HostStatus {
-        kind: "host_only".to_string(),
+        kind: kind.to_string(),
         host: HostStatusHost {
             status: host.status,
             last_check: host.last_check,
             status_reason: host.status_reason,
         },
-        container_manager: serde_json::json!({}),
+        container_manager,
     }))
 }
 

@@ -84,6 +84,9 @@ pub async fn put(
 ) -> ApiResult<(StatusCode, Json<ContainerManagerConfig>)> {
     let name = url_name("name", &name)?;
     let cfg = ContainerManagerRequest::from_json(&name, &body_fields(&body)?)?;
+    // Build the client now: an unreadable CA or certificate file is the operator's to fix,
+    // and better told here than when the first host joins.
+    kube::manager_for(&cfg).map_err(|e| ApiError::bad_request(format!("options: {e}")))?;
     let key = container_manager_key(&name);
     for attempt in 0..CAS_ATTEMPTS {
         if let Some((existing, _)) = load_full(&state, &name).await? {

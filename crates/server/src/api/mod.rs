@@ -41,6 +41,55 @@ pub fn too_contended(what: &str) -> ApiError {
     ))
 }
 
+/// Writes that record node removals for hosts leaving `cluster`, when its container manager
+/// has nodes (Kubernetes/OpenShift). They go in the same transaction as the change itself, so
+/// the node worker learns of every departure even across a crash; call
+/// [`queue_node_removals`] once the transaction succeeded.
+pub async fn node_removal_ops(
+    state: &AppState,
+    cluster: &model::Cluster,
+    leaving: &[String],
+) -> ApiResult<Vec<store::Op>> {
+    if cluster.container_manager.is_empty() || leaving.is_empty() {
+        return Ok(vec![]);
+    }
+    let cm = store::records::get_json::<model::ContainerManagerConfig>(
+        state.store.as_ref(),
+        &store::records::container_manager_key(&cluster.container_manager),
+    )
+    .await?;
+    if !cm.is_some_and(|c| c.value.kind != model::ContainerManagerType::Trivial) {
+        return Ok(vec![]);
+    }
+    let now = model::now_timestamp();
+    Ok(leaving
+        .iter()
+        .map(|a| {
+            store::records::put_json(
+                &store::records::node_removal_key(a),
+                &model::NodeRemoval {
+                    address: a.clone(),
+                    container_manager: cluster.container_manager.clone(),
+                    requested_at: now.clone(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Hands the removals written by [`node_removal_ops`] to the node worker.
+pub fn queue_node_removals(state: &AppState, ops: &[store::Op]) {
+    for op in ops {
+        if let store::Op::Put { key, .. } = op
+            && let Some(address) = key.strip_prefix(store::records::NODE_REMOVALS)
+        {
+            state.jobs.push(workers::Job::RemoveNode {
+                address: address.to_string(),
+            });
+        }
+    }
+}
+
 /// Parses a request body into a JSON object (400 naming the problem otherwise).
 pub fn body_fields(body: &Bytes) -> ApiResult<Fields> {
     Ok(parse_body(body)?)

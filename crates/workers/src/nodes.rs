@@ -1,0 +1,333 @@
+//! Hosts as container-manager nodes: joining a bootstrapped host (register, wait for Ready),
+//! keeping the stored view of its node current, cordon/drain/uncordon for rolling operations,
+//! and removing the node when the host leaves its cluster.
+//!
+//! Removals are durable: the API writes a `node_removals/<address>` record in the same
+//! transaction that takes the host out of its cluster; [`run`] works through those records
+//! (at start, then as jobs arrive) and deletes each once the manager has answered, so a crash
+//! never forgets a node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::{Registration, Removal, SharedManager};
+use model::{Cluster, ContainerManagerConfig, ContainerManagerType, NodeRemoval, NodeView};
+use std::time::Instant;
+use store::records::{
+    self, container_manager_key, get_container_manager_secrets, get_json, list_json, node_key,
+    node_removal_key, put_json,
+};
+use tokio::sync::mpsc;
+
+use crate::Ctx;
+use crate::hosts::cluster_of;
+use crate::jobs::Job;
+
+/// How long a new host's node may take to become Ready when the manager does not say.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Attempts at one node removal before it is left for the next start.
+const REMOVAL_ATTEMPTS: u32 = 12;
+
+/// A cluster's container manager, ready to call.
+pub struct Manager {
+    /// Its configuration (secret options opened).
+    pub cfg: ContainerManagerConfig,
+    /// The client.
+    pub api: SharedManager,
+}
+
+impl Manager {
+    /// Whether this manager has real nodes (not the trivial one).
+    pub fn has_nodes(&self) -> bool {
+        self.cfg.kind != ContainerManagerType::Trivial
+    }
+
+    /// How long a new node may take to become Ready.
+    pub fn ready_timeout(&self) -> Duration {
+        self.cfg
+            .options
+            .get("node_ready_timeout_seconds")
+            .and_then(serde_json::Value::as_u64)
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_READY_TIMEOUT)
+    }
+}
+
+/// Loads a container manager by name (with its sealed options opened) and builds its client.
+/// `Ok(None)` when no such manager exists; `Err` says why it cannot be used.
+pub async fn load_manager(ctx: &Ctx, name: &str) -> Result<Option<Manager>, String> {
+    let store = ctx.store.as_ref();
+    let Some(v) = get_json::<ContainerManagerConfig>(store, &container_manager_key(name))
+        .await
+        .map_err(|e| format!("store: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let mut cfg = v.value;
+    cfg.options.extend(
+        get_container_manager_secrets(store, &ctx.sealer, name)
+            .await
+            .map_err(|e| format!("store: {e}"))?,
+    );
+    let api = kube::manager_for(&cfg).map_err(|e| format!("container manager {name}: {e}"))?;
+    Ok(Some(Manager { cfg, api }))
+}
+
+/// The container manager of a cluster, if it has one.
+pub async fn manager_of_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<Option<Manager>, String> {
+    if cluster.container_manager.is_empty() {
+        return Ok(None);
+    }
+    match load_manager(ctx, &cluster.container_manager).await? {
+        Some(m) => Ok(Some(m)),
+        None => Err(format!(
+            "container manager {} of cluster {} does not exist",
+            cluster.container_manager, cluster.name
+        )),
+    }
+}
+
+/// The container manager of the cluster a host belongs to, if any.
+pub async fn manager_of_host(ctx: &Ctx, address: &str) -> Result<Option<Manager>, String> {
+    let cluster = cluster_of(ctx.store.as_ref(), address)
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    match cluster {
+        Some(c) => manager_of_cluster(ctx, &c).await,
+        None => Ok(None),
+    }
+}
+
+/// Stores the latest view of a host's node (best effort: a view is advisory).
+pub async fn save_view(ctx: &Ctx, address: &str, view: &NodeView) {
+    let r = ctx
+        .store
+        .txn(vec![], vec![put_json(&node_key(address), view)])
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(address, error = %e, "cannot store the node view");
+    }
+}
+
+/// Registers a bootstrapped host's node and waits, with backoff, until it is Ready or the
+/// manager's ready timeout passes. Answers the last view, or why the host cannot be active.
+pub async fn join(ctx: &Ctx, m: &Manager, address: &str) -> Result<NodeView, String> {
+    match m.api.register(address).await {
+        Ok(Registration::Created) => {
+            tracing::info!(address, manager = %m.cfg.name, "node registered");
+        }
+        Ok(Registration::Existing { managed }) => {
+            tracing::info!(address, manager = %m.cfg.name, managed, "node already registered");
+        }
+        Err(e) => return Err(format!("registering the node: {e}")),
+    }
+    let timeout = m.ready_timeout();
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let view = m
+            .api
+            .view(address)
+            .await
+            .map_err(|e| format!("reading the node: {e}"))?;
+        save_view(ctx, address, &view).await;
+        if view.ready {
+            return Ok(view);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "node {address} did not become Ready within {} s (last: {})",
+                timeout.as_secs(),
+                if view.reason.is_empty() {
+                    "no Ready condition"
+                } else {
+                    &view.reason
+                }
+            ));
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Cordons and drains a host's node before a restart; bounded by `deadline`.
+pub async fn drain(m: &Manager, address: &str, deadline: Instant) -> Result<(), String> {
+    if !m.has_nodes() {
+        return Ok(());
+    }
+    m.api
+        .cordon(address)
+        .await
+        .map_err(|e| format!("cordoning the node: {e}"))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let report = m
+        .api
+        .drain(address, left)
+        .await
+        .map_err(|e| format!("draining the node: {e}"))?;
+    tracing::info!(
+        address,
+        evicted = report.evicted.len(),
+        skipped = report.skipped.len(),
+        "node drained"
+    );
+    Ok(())
+}
+
+/// Uncordons a host's node and waits until it is Ready again (bounded by `deadline`).
+pub async fn uncordon(
+    ctx: &Ctx,
+    m: &Manager,
+    address: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    if !m.has_nodes() {
+        return Ok(());
+    }
+    m.api
+        .uncordon(address)
+        .await
+        .map_err(|e| format!("uncordoning the node: {e}"))?;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let view = m
+            .api
+            .view(address)
+            .await
+            .map_err(|e| format!("reading the node: {e}"))?;
+        save_view(ctx, address, &view).await;
+        if view.ready {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "node {address} was uncordoned but is not Ready ({})",
+                view.reason
+            ));
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Uncordons after a failure, retrying a few times: a failed host must not stay cordoned.
+pub async fn uncordon_after_failure(m: &Manager, address: &str) {
+    if !m.has_nodes() {
+        return;
+    }
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=5u32 {
+        match m.api.uncordon(address).await {
+            Ok(()) => {
+                tracing::info!(address, "node uncordoned after the host failed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(address, attempt, error = %e, "cannot uncordon the node of a failed host");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Works through pending node removals until shutdown: those in the store at start, then one
+/// per [`Job::RemoveNode`].
+pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut shutdown = ctx.shutdown.clone();
+    match list_json::<NodeRemoval>(ctx.store.as_ref(), records::NODE_REMOVALS).await {
+        Ok(pending) => {
+            for r in pending {
+                tokio::spawn(remove_with_retries(ctx.clone(), r.value.address));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot scan pending node removals"),
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            job = jobs.recv() => match job {
+                Some(Job::RemoveNode { address }) => {
+                    ctx.jobs.mark_taken();
+                    tokio::spawn(remove_with_retries(ctx.clone(), address));
+                }
+                Some(_) => {}
+                None => return,
+            },
+        }
+    }
+}
+
+async fn remove_with_retries(ctx: Arc<Ctx>, address: String) {
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1..=REMOVAL_ATTEMPTS {
+        match remove(&ctx, &address).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(address, attempt, error = %e, "node removal failed; will retry");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    tracing::warn!(
+        address,
+        "node removal still pending; it is retried at the next start"
+    );
+}
+
+/// One removal attempt; the pending record is deleted once the manager has answered.
+async fn remove(ctx: &Ctx, address: &str) -> Result<(), String> {
+    let store = ctx.store.as_ref();
+    let key = node_removal_key(address);
+    let Some(rec) = get_json::<NodeRemoval>(store, &key)
+        .await
+        .map_err(|e| format!("store: {e}"))?
+    else {
+        return Ok(());
+    };
+    let outcome = match load_manager(ctx, &rec.value.container_manager).await? {
+        Some(m) => Some(
+            m.api
+                .remove(address)
+                .await
+                .map_err(|e| format!("removing the node: {e}"))?,
+        ),
+        None => None,
+    };
+    match outcome {
+        Some(Removal::Deleted) => {
+            tracing::info!(address, manager = %rec.value.container_manager, "node removed")
+        }
+        Some(Removal::NotOurs) => tracing::info!(
+            address,
+            "node left in place: it was not registered by Commissaire"
+        ),
+        Some(Removal::Absent) => tracing::info!(address, "node already absent"),
+        None => tracing::warn!(
+            address,
+            manager = %rec.value.container_manager,
+            "container manager no longer exists; node removal dropped"
+        ),
+    }
+    // Delete the request (only this version of it: the host may have been re-added and left
+    // again meanwhile) and the stale view, unless the host is back in a cluster.
+    let mut ops = vec![records::delete(&key)];
+    if cluster_of(store, address)
+        .await
+        .map_err(|e| format!("store: {e}"))?
+        .is_none()
+    {
+        ops.push(records::delete(&node_key(address)));
+    }
+    store
+        .txn(
+            vec![store::Compare::ModRevision(key.clone(), rec.mod_revision)],
+            ops,
+        )
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    Ok(())
+}
