@@ -291,10 +291,11 @@ impl OperationOptions {
 }
 
 /// Where one host is in its step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HostStep {
     /// Not started.
+    #[default]
     Pending,
     /// Being cordoned and drained.
     Draining,
@@ -361,11 +362,6 @@ pub struct HostProgress {
     pub drained: bool,
 }
 
-impl Default for HostStep {
-    fn default() -> Self {
-        HostStep::Pending
-    }
-}
 
 impl HostProgress {
     /// The next action for this host.

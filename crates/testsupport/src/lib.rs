@@ -4,7 +4,11 @@
 //! with its data in a temporary directory, so store and server tests exercise the genuine
 //! protocol rather than a mock. Each server gets its own free ports, so tests can run in
 //! parallel.
+//!
+//! [`fakekube::FakeKube`] is a fake Kubernetes API server (HTTPS on loopback, real paths, verbs,
+//! JSON shapes and status codes) for tests of the Kubernetes client.
 
+pub mod fakekube;
 pub mod sshd;
 pub mod testbed;
 
