@@ -362,7 +362,6 @@ pub struct HostProgress {
     pub drained: bool,
 }
 
-
 impl HostProgress {
     /// The next action for this host.
     pub fn next_action(&self, drain: bool) -> HostAction {

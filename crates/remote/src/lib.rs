@@ -432,7 +432,7 @@ impl Session {
     /// readers see the old or the new file, never a partial one. The new file belongs to the
     /// remote user. Bounded by [`Timeouts::command`].
     pub async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), RemoteError> {
-        let script = upload_script(path, mode)?;
+        let script = upload_script(path, mode, contents.len())?;
         let output = self
             .exec(&sh_c(&script), Some(contents), self.timeouts.command)
             .await?;
@@ -827,7 +827,7 @@ fn openssh_line(key: &PublicKey) -> String {
 }
 
 /// The upload script (see [`Session::upload`]).
-fn upload_script(path: &str, mode: u32) -> Result<String, RemoteError> {
+fn upload_script(path: &str, mode: u32, len: usize) -> Result<String, RemoteError> {
     if path.is_empty() || path.ends_with('/') || path.contains('\0') {
         return Err(RemoteError::InvalidArgument(format!(
             "upload path {path:?} is not a file path"
@@ -859,6 +859,8 @@ fn upload_script(path: &str, mode: u32) -> Result<String, RemoteError> {
          trap 'rm -f -- \"$tmp\"' EXIT\n\
          set -C\n\
          cat > \"$tmp\"\n\
+         n=$(wc -c < \"$tmp\")\n\
+         if [ \"$((n))\" -ne {len} ]; then echo \"upload: received $n of {len} bytes\" >&2; exit 1; fi\n\
          chmod {mode:04o} \"$tmp\"\n\
          mv -f -- \"$tmp\" {q_path}\n\
          trap - EXIT\n",
@@ -1022,7 +1024,7 @@ mod tests {
 
     #[test]
     fn upload_script_quotes_and_validates() {
-        let s = upload_script("/etc/my dir/it's.conf", 0o600).unwrap();
+        let s = upload_script("/etc/my dir/it's.conf", 0o600, 5).unwrap();
         assert!(s.contains("mkdir -p -- '/etc/my dir'"), "{s}");
         assert!(s.contains("chmod 0600"), "{s}");
         assert!(
@@ -1030,13 +1032,13 @@ mod tests {
             "{s}"
         );
         assert!(
-            upload_script("/x", 0o644)
+            upload_script("/x", 0o644, 0)
                 .unwrap()
                 .contains("tmp=/.x.commissaire-tmp.$$")
         );
         for bad in ["", "/etc/", "/etc/..", "a\0b"] {
             assert!(matches!(
-                upload_script(bad, 0o644),
+                upload_script(bad, 0o644, 0),
                 Err(RemoteError::InvalidArgument(_))
             ));
         }
@@ -1047,7 +1049,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("commissaire-upload-{}", std::process::id()));
         let path = dir.join("a b/c'd.txt");
         let path = path.to_str().unwrap();
-        let script = upload_script(path, 0o640).unwrap();
+        let script = upload_script(path, 0o640, 6).unwrap();
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -1064,6 +1066,36 @@ mod tests {
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(dir.join("a b")).unwrap().collect();
         assert_eq!(left.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_upload_leaves_nothing() {
+        // What a dropped connection looks like to the remote script: stdin ends early.
+        let dir = std::env::temp_dir().join(format!("commissaire-trunc-{}", std::process::id()));
+        let path = dir.join("marker");
+        let script = upload_script(path.to_str().unwrap(), 0o644, 64).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"abc").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("received 3 of 64 bytes"),
+            "{out:?}"
+        );
+        assert!(!path.exists(), "a truncated upload was committed");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temporary file left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
