@@ -1,11 +1,19 @@
 //! Authentication: plugins tried in order, first success wins, as in the original.
 //!
-//! Only `httpbasicauth` exists so far (also accepted as
-//! `commissaire_http.authentication.httpbasicauth`): users with bcrypt hashes from a JSON file
-//! (`filepath`) and/or inline (`users`). bcrypt is slow by design, so it runs on the blocking
-//! pool, and a successful check is remembered for a short time under a keyed digest of the
-//! credentials (never the password itself) so a client repeating the same good credentials
-//! does not pay bcrypt on every request. The cache is dropped whenever the users file changes.
+//! Two plugins (names also accepted with the `commissaire_http.authentication.` prefix):
+//!
+//! * `httpbasicauth`: users with bcrypt hashes from a JSON file (`filepath`) and/or inline
+//!   (`users`);
+//! * `openshiftbearertokenauth` (alias `kubernetestokenauth`): `Authorization: Bearer <token>`
+//!   checked with a TokenReview against a Kubernetes/OpenShift API (options as for container
+//!   managers: `server_url`, `token` of the reviewing account, `ca_path`, `certificate_path` +
+//!   `certificate_key_path`, `insecure_skip_tls_verify`); the user is the review's username.
+//!
+//! bcrypt is slow by design, so it runs on the blocking pool, and a successful check (of either
+//! plugin) is remembered for a short time under a keyed digest of the credentials (never the
+//! password or token itself) so a client repeating the same good credentials does not pay
+//! bcrypt or a TokenReview on every request. The basic cache is dropped whenever the users
+//! file changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -217,6 +225,100 @@ impl BasicAuth {
     }
 }
 
+/// Bearer tokens checked by the Kubernetes/OpenShift API (TokenReview).
+pub struct BearerTokenAuth {
+    api: kube::KubeClient,
+    cache_key: [u8; 32],
+    /// Digest of a token → (username, expiry).
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl BearerTokenAuth {
+    /// Builds the plugin from its options; a missing `server_url` or an unreadable CA or
+    /// certificate file is a start-up error.
+    pub fn from_options(options: &Map<String, Value>) -> Result<Self, String> {
+        let opts: std::collections::BTreeMap<String, Value> = options
+            .iter()
+            .map(|(k, v)| {
+                // Options given on the command line are strings.
+                let v = match (k.as_str(), v) {
+                    ("insecure_skip_tls_verify", Value::String(s)) => {
+                        Value::Bool(matches!(s.as_str(), "true" | "yes" | "1"))
+                    }
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        for k in opts.keys() {
+            if !matches!(
+                k.as_str(),
+                "server_url"
+                    | "token"
+                    | "ca_path"
+                    | "certificate_path"
+                    | "certificate_key_path"
+                    | "insecure_skip_tls_verify"
+            ) {
+                return Err(format!(
+                    "openshiftbearertokenauth: unknown option {k:?} (options: server_url, token, ca_path, certificate_path, certificate_key_path, insecure_skip_tls_verify)"
+                ));
+            }
+        }
+        let api = kube::KubeClient::from_options(&opts)
+            .map_err(|e| format!("openshiftbearertokenauth: {e}"))?;
+        let mut cache_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut cache_key);
+        Ok(BearerTokenAuth {
+            api,
+            cache_key,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn check(&self, headers: &HeaderMap) -> Outcome {
+        let Some(token) = bearer_token(headers) else {
+            return Outcome::NotMine;
+        };
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key)
+            .expect("HMAC takes any key length");
+        mac.update(token.as_bytes());
+        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((user, exp)) = cache.get(&digest)
+                && *exp > Instant::now()
+            {
+                return Outcome::Allowed(user.clone());
+            }
+        }
+        match self.api.review_token(&token).await {
+            Ok(Some(user)) => {
+                let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(digest, (user.clone(), Instant::now() + CACHE_TTL));
+                Outcome::Allowed(user)
+            }
+            Ok(None) => Outcome::Rejected,
+            Err(e) => {
+                // The error never contains the token under review.
+                tracing::warn!(error = %e, "cannot review a bearer token; refusing it");
+                Outcome::Rejected
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
+}
+
 /// Extracts `(user, password)` from an `Authorization: Basic` header. The password may
 /// contain `:`; only the first one separates it from the user.
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -237,6 +339,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 pub enum Plugin {
     /// HTTP basic authentication.
     Basic(BasicAuth),
+    /// Kubernetes/OpenShift bearer tokens.
+    Bearer(BearerTokenAuth),
 }
 
 impl Plugin {
@@ -248,8 +352,11 @@ impl Plugin {
             .unwrap_or(&cfg.name);
         match short {
             "httpbasicauth" => Ok(Plugin::Basic(BasicAuth::from_options(&cfg.options)?)),
+            "openshiftbearertokenauth" | "kubernetestokenauth" => {
+                Ok(Plugin::Bearer(BearerTokenAuth::from_options(&cfg.options)?))
+            }
             other => Err(format!(
-                "configuration key \"authentication-plugins\": {other:?} is not an available plugin (available: httpbasicauth)"
+                "configuration key \"authentication-plugins\": {other:?} is not an available plugin (available: httpbasicauth, openshiftbearertokenauth)"
             )),
         }
     }
@@ -257,6 +364,7 @@ impl Plugin {
     async fn check(&self, headers: &HeaderMap) -> Outcome {
         match self {
             Plugin::Basic(b) => b.check(headers).await,
+            Plugin::Bearer(b) => b.check(headers).await,
         }
     }
 }
@@ -318,7 +426,7 @@ pub async fn layer(
     let msg = if presented {
         "invalid credentials"
     } else {
-        "authentication required: send HTTP basic credentials"
+        "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)"
     };
     let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
     resp.headers_mut().insert(

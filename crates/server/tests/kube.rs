@@ -514,3 +514,55 @@ async fn client_certificates_work_and_a_wrong_ca_or_token_is_a_clear_error() {
     let cm = server.get("/containermanager/badtoken").await.json;
     assert!(!cm.to_string().contains("not-the-token"), "{cm}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_checked_with_a_token_review() {
+    let kube = FakeKube::start(FakeKubeOptions::default());
+    kube.add_user_token("alice-token", "alice");
+    let env = Env::new(Backend::Sqlite);
+    let mut opts = env.options("data");
+    opts.extra_args = vec![
+        "--authentication-plugin".into(),
+        format!(
+            "openshiftbearertokenauth:server_url={},token={},ca_path={}",
+            kube.url(),
+            kube.token().unwrap(),
+            kube.ca_path().display()
+        ),
+    ];
+    let server = Server::start(opts).await;
+    let http = reqwest::Client::new();
+    let hosts = server.url("/hosts");
+    let get = |token: Option<&'static str>| {
+        let mut r = http.get(&hosts);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    // A token the cluster knows: in, and the review is remembered (one TokenReview for two
+    // requests).
+    kube.clear_requests();
+    for _ in 0..2 {
+        let r = get(Some("alice-token")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let reviews = kube
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/apis/authentication.k8s.io/v1/tokenreviews")
+        .count();
+    assert_eq!(reviews, 1);
+    // Unknown token, no token: 401 with WWW-Authenticate.
+    for token in [Some("mallory-token"), None] {
+        let r = get(token).await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    // HTTP basic (the other plugin configured by the harness) still works alongside.
+    expect_status(&server.get("/hosts").await, 200);
+    // No token reaches the log.
+    let log = std::fs::read_to_string(&server.opts.log_path).unwrap_or_default();
+    assert!(!log.contains("alice-token") && !log.contains("mallory-token"));
+    assert!(!log.contains(&kube.token().unwrap()));
+}
