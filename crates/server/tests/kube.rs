@@ -566,3 +566,62 @@ async fn bearer_tokens_are_checked_with_a_token_review() {
     assert!(!log.contains("alice-token") && !log.contains("mallory-token"));
     assert!(!log.contains(&kube.token().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 1,
+        ..TestbedOptions::default()
+    });
+    let kube = FakeKube::start(FakeKubeOptions::default());
+    let env = Env::new(Backend::Sqlite);
+    let server = env.server().await;
+    network(&server, &tb).await;
+    manager_and_cluster(&server, "k", good_options(&kube)).await;
+    let a = tb.addresses()[0].clone();
+    expect_status(
+        &server
+            .put(
+                &format!("/host/{a}"),
+                json!({"ssh_priv_key": tb.client_key_base64()}),
+            )
+            .await,
+        201,
+    );
+    wait_status(&server, &a, &["disassociated"], Duration::from_secs(120)).await;
+    assert!(tb.host_file(&a, "/etc/kubernetes/kubeconfig").is_none());
+    assert!(kube.node(&a).is_none());
+
+    // Joining bootstraps it again with the cluster's plan, then registers its node.
+    expect_status(
+        &server
+            .put(&format!("/cluster/k/hosts/{a}"), json!({}))
+            .await,
+        200,
+    );
+    let h = wait_status(&server, &a, &["active", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(h["status"], "active", "{h}");
+    let kubeconfig = tb
+        .host_file(&a, "/etc/kubernetes/kubeconfig")
+        .expect("kubeconfig written at join");
+    assert!(kubeconfig.contains(&kube.url()), "{kubeconfig}");
+    assert!(kube.node(&a).is_some());
+    assert_eq!(server.get("/cluster/k").await.json["status"], "ok");
+
+    // Leaving removes the node (ours) and the node view.
+    expect_status(&server.delete(&format!("/cluster/k/hosts/{a}")).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kube.node(&a).is_some() {
+        assert!(Instant::now() < deadline, "{}", server.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = server.get(&format!("/host/{a}/status")).await.json;
+        if st["type"] == "host_only" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -22,6 +22,7 @@ use store::{Compare, Op};
 use super::{CAS_ATTEMPTS, body_fields, cas_backoff, too_contended, url_address, url_name};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use workers::Job;
 
 async fn load_cluster(state: &AppState, name: &str) -> ApiResult<Versioned<Cluster>> {
     get_json::<Cluster>(state.store.as_ref(), &cluster_key(name))
@@ -214,14 +215,18 @@ async fn other_cluster_of(
     )
 }
 
-/// Checks that every host in `addresses` exists, may join, and is in no other cluster;
-/// returns their records' revisions so the write can be guarded by them.
+/// Checks that every host in `addresses` exists, may join, and is in no other cluster.
+/// Returns the guards on their records' revisions plus the writes that hand each one back to
+/// the investigator as `bootstrapping`: joining changes what a host must run (the cluster's
+/// network, its container manager's kubelet), so it is bootstrapped again with the cluster's
+/// plan, and becomes `active` once its node is Ready (or at once with the trivial manager).
 async fn check_joiners(
     state: &AppState,
     cluster: &str,
     addresses: &[String],
-) -> ApiResult<Vec<Compare>> {
+) -> ApiResult<(Vec<Compare>, Vec<Op>)> {
     let mut compares = vec![];
+    let mut ops = vec![];
     let mut not_ready = vec![];
     for a in addresses {
         let Some(h) = get_json::<Host>(state.store.as_ref(), &host_key(a)).await? else {
@@ -236,6 +241,10 @@ async fn check_joiners(
             )));
         }
         compares.push(Compare::ModRevision(host_key(a), h.mod_revision));
+        let mut host = h.value;
+        host.status = HostState::Bootstrapping;
+        host.status_reason.clear();
+        ops.push(put_json(&host_key(a), &host));
     }
     if !not_ready.is_empty() {
         return Err(ApiError::not_allowed(format!(
@@ -243,7 +252,7 @@ async fn check_joiners(
             not_ready.join(", ")
         )));
     }
-    Ok(compares)
+    Ok((compares, ops))
 }
 
 /// `PUT /api/v0/cluster/{name}/hosts` — replace the member list if it still equals `old`.
@@ -281,7 +290,7 @@ pub async fn set_members(
             .filter(|a| !current.contains(a))
             .cloned()
             .collect();
-        let mut compares = check_joiners(&state, &name, &joining).await?;
+        let (mut compares, host_ops) = check_joiners(&state, &name, &joining).await?;
         compares.push(Compare::ModRevision(cluster_key(&name), c.mod_revision));
         let mut cluster = c.value;
         if cluster.hostset == new {
@@ -297,8 +306,12 @@ pub async fn set_members(
         cluster.hostset = new.clone();
         let mut ops = vec![put_json(&cluster_key(&name), &cluster)];
         ops.extend(removals.iter().cloned());
+        ops.extend(host_ops);
         if state.store.txn(compares, ops).await?.succeeded {
             super::queue_node_removals(&state, &removals);
+            for a in joining {
+                state.jobs.push(Job::Investigate { address: a });
+            }
             return Ok(Json(view(&state, &cluster).await?));
         }
         cas_backoff(attempt).await;
@@ -344,12 +357,17 @@ pub async fn join(
             // Still 404 if the host itself is gone.
             return Ok(Json(vec![address]));
         }
-        let mut compares = check_joiners(&state, &name, std::slice::from_ref(&address)).await?;
+        let (mut compares, host_ops) =
+            check_joiners(&state, &name, std::slice::from_ref(&address)).await?;
         compares.push(Compare::ModRevision(cluster_key(&name), c.mod_revision));
         let mut cluster = c.value;
         cluster.hostset.push(address.clone());
-        let ops = vec![put_json(&cluster_key(&name), &cluster)];
+        let mut ops = vec![put_json(&cluster_key(&name), &cluster)];
+        ops.extend(host_ops);
         if state.store.txn(compares, ops).await?.succeeded {
+            state.jobs.push(Job::Investigate {
+                address: address.clone(),
+            });
             tracing::info!(cluster = %name, address = %address, "host joined cluster");
             return Ok(Json(vec![address]));
         }
