@@ -196,7 +196,7 @@ pub struct HostStatus {
     pub kind: String,
     /// The host's own state.
     pub host: HostStatusHost,
-    /// The container manager's view of the node (`{}` when there is none).
+    /// The container manager's view of the node, a `NodeView` (`{}` when there is none).
     #[schema(value_type = Object)]
     pub container_manager: serde_json::Value,
 }
@@ -306,6 +306,34 @@ pub struct ClusterView {
     pub hostset: Vec<String>,
     /// Member counts.
     pub hosts: ClusterHostsSummary,
+    /// The container manager's view of the members' nodes, as the workers last saw them
+    /// (absent when the cluster has no manager with nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<ClusterNodesSummary>,
+}
+
+/// Counts of a cluster's nodes in its container manager.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterNodesSummary {
+    /// Members whose node is registered.
+    pub registered: u64,
+    /// Members whose node is Ready.
+    pub ready: u64,
+    /// Members whose node is cordoned.
+    pub unschedulable: u64,
+}
+
+impl ClusterNodesSummary {
+    /// Counts the members' node views (`None`: no view recorded yet).
+    pub fn compute(views: &[Option<NodeView>]) -> Self {
+        let mut s = ClusterNodesSummary::default();
+        for v in views.iter().flatten() {
+            s.registered += u64::from(v.registered);
+            s.ready += u64::from(v.ready);
+            s.unschedulable += u64::from(v.unschedulable);
+        }
+        s
+    }
 }
 
 impl ClusterView {
@@ -336,6 +364,7 @@ impl ClusterView {
                 available,
                 unavailable,
             },
+            nodes: None,
         }
     }
 }

@@ -43,7 +43,7 @@ impl utoipa::Modify for BasicAuthScheme {
         model::Network, model::NetworkType, model::ContainerManagerConfig, model::ContainerManagerType,
         model::ErrorBody, model::ErrorDetail, store::records::TrustedHostKey,
         model::Operation, model::OperationKind, model::OperationStatus, model::OperationOptions,
-        model::HostProgress, model::HostStep,
+        model::HostProgress, model::HostStep, model::NodeView, model::NodeRemoval, model::ClusterNodesSummary,
     )),
     modifiers(&BasicAuthScheme),
     security(("basic" = [])),

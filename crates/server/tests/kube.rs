@@ -606,7 +606,13 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
         .expect("kubeconfig written at join");
     assert!(kubeconfig.contains(&kube.url()), "{kubeconfig}");
     assert!(kube.node(&a).is_some());
-    assert_eq!(server.get("/cluster/k").await.json["status"], "ok");
+    let c = server.get("/cluster/k").await.json;
+    assert_eq!(c["status"], "ok", "{c}");
+    assert_eq!(
+        c["nodes"],
+        json!({"registered": 1, "ready": 1, "unschedulable": 0}),
+        "{c}"
+    );
 
     // Leaving removes the node (ours) and the node view.
     expect_status(&server.delete(&format!("/cluster/k/hosts/{a}")).await, 200);

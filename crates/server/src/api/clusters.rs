@@ -56,7 +56,29 @@ async fn view(state: &AppState, cluster: &Cluster) -> ApiResult<ClusterView> {
             .map(|a| all.get(a).copied())
             .collect()
     };
-    Ok(ClusterView::compute(cluster, &states))
+    let mut v = ClusterView::compute(cluster, &states);
+    if !cluster.container_manager.is_empty()
+        && get_json::<model::ContainerManagerConfig>(
+            store,
+            &container_manager_key(&cluster.container_manager),
+        )
+        .await?
+        .is_some_and(|c| c.value.kind != model::ContainerManagerType::Trivial)
+    {
+        let views: HashMap<String, model::NodeView> =
+            list_json::<model::NodeView>(store, records::NODES)
+                .await?
+                .into_iter()
+                .map(|n| (n.value.node.clone(), n.value))
+                .collect();
+        let members: Vec<Option<model::NodeView>> = cluster
+            .hostset
+            .iter()
+            .map(|a| views.get(a).cloned())
+            .collect();
+        v.nodes = Some(model::ClusterNodesSummary::compute(&members));
+    }
+    Ok(v)
 }
 
 /// `GET /api/v0/clusters`

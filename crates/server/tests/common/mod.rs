@@ -286,8 +286,12 @@ impl Server {
                 lines.lock().unwrap().push(line);
             }
         });
+        // No connection reuse: the server rightly closes a connection after refusing an
+        // oversized body, and a pooled client could pick that connection for the next request
+        // just as it closes (a transport error that is the test's, not the server's).
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0)
             .build()
             .expect("reqwest client");
         Server {
