@@ -15,7 +15,8 @@
 # fails at once (connection refused) and the script waits for them all to end before measuring.
 # The watcher is kept quiet (--watcher-interval 86400) so it does not re-probe them meanwhile.
 # Environment: HOSTS (1000), DURATION (10s), CONNS (64), CARGO_TARGET_DIR
-# (/var/tmp/commissaire-bench-target), SETTLE_TIMEOUT (120 s).
+# (/var/tmp/commissaire-bench-target), SERVER_BIN (use this binary, no build), SETTLE_TIMEOUT
+# (120 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +31,13 @@ command -v wrk >/dev/null 2>&1 || {
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq wrk >/dev/null
 }
-nice -n 10 cargo build --release -q -p commissaire-server
-bin=$CARGO_TARGET_DIR/release/commissaire-server
+if [ -n "${SERVER_BIN:-}" ]; then
+  bin=$SERVER_BIN # a binary built elsewhere: no build
+else
+  nice -n 10 cargo build --release -q -p commissaire-server
+  bin=$CARGO_TARGET_DIR/release/commissaire-server
+fi
+[ -x "$bin" ] || { echo "bench/api-read.sh: $bin is not an executable" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/commissaire-bench-api-read.XXXXXX)
 pid=""

@@ -16,17 +16,7 @@ use testsupport::testbed::{Testbed, TestbedOptions};
 /// bootstrapped.
 async fn fleet(env: &Env, tb: &Testbed) -> Server {
     let server = env.server().await;
-    // The embedded store has no etcd for flannel to use, so the cluster gets a flannel server
-    // network (the address only ends up in the hosts' flanneld configuration).
-    expect_status(
-        &server
-            .put(
-                "/network/fs",
-                json!({"type": "flannel_server", "options": {"address": format!("{}:8080", tb.gateway())}}),
-            )
-            .await,
-        201,
-    );
+    flannel_server_network(&server, tb).await;
     expect_status(
         &server.put("/cluster/c", json!({"network": "fs"})).await,
         201,

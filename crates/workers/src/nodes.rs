@@ -122,7 +122,37 @@ pub async fn join(ctx: &Ctx, m: &Manager, address: &str) -> Result<NodeView, Str
         Err(e) => return Err(format!("registering the node: {e}")),
     }
     let timeout = m.ready_timeout();
-    let deadline = Instant::now() + timeout;
+    match wait_ready(
+        ctx,
+        m,
+        address,
+        Instant::now() + timeout,
+        Duration::from_secs(5),
+    )
+    .await?
+    {
+        Ok(view) => Ok(view),
+        Err(view) => Err(format!(
+            "node {address} did not become Ready within {} s (last: {})",
+            timeout.as_secs(),
+            if view.reason.is_empty() {
+                "no Ready condition"
+            } else {
+                &view.reason
+            }
+        )),
+    }
+}
+
+/// Polls the node (with backoff up to `max_delay`, storing each view) until it is Ready
+/// (`Ok(Ok(view))`) or `deadline` passes (`Ok(Err(last view))`); `Err` when the API fails.
+async fn wait_ready(
+    ctx: &Ctx,
+    m: &Manager,
+    address: &str,
+    deadline: Instant,
+    max_delay: Duration,
+) -> Result<Result<NodeView, NodeView>, String> {
     let mut delay = Duration::from_millis(250);
     loop {
         let view = m
@@ -132,22 +162,14 @@ pub async fn join(ctx: &Ctx, m: &Manager, address: &str) -> Result<NodeView, Str
             .map_err(|e| format!("reading the node: {e}"))?;
         save_view(ctx, address, &view).await;
         if view.ready {
-            return Ok(view);
+            return Ok(Ok(view));
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(format!(
-                "node {address} did not become Ready within {} s (last: {})",
-                timeout.as_secs(),
-                if view.reason.is_empty() {
-                    "no Ready condition"
-                } else {
-                    &view.reason
-                }
-            ));
+            return Ok(Err(view));
         }
         tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        delay = (delay * 2).min(max_delay);
     }
 }
 
@@ -189,26 +211,12 @@ pub async fn uncordon(
         .uncordon(address)
         .await
         .map_err(|e| format!("uncordoning the node: {e}"))?;
-    let mut delay = Duration::from_millis(250);
-    loop {
-        let view = m
-            .api
-            .view(address)
-            .await
-            .map_err(|e| format!("reading the node: {e}"))?;
-        save_view(ctx, address, &view).await;
-        if view.ready {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "node {address} was uncordoned but is not Ready ({})",
-                view.reason
-            ));
-        }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+    match wait_ready(ctx, m, address, deadline, Duration::from_secs(2)).await? {
+        Ok(_) => Ok(()),
+        Err(view) => Err(format!(
+            "node {address} was uncordoned but is not Ready ({})",
+            view.reason
+        )),
     }
 }
 

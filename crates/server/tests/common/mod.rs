@@ -808,3 +808,18 @@ impl EventReader {
         out
     }
 }
+
+/// Creates network `fs`, a flannel-server network on the testbed's gateway: clusters of testbed
+/// hosts on the embedded store use it (there is no etcd for a `flannel_etcd` network; the
+/// address only ends up in the hosts' flanneld configuration).
+pub async fn flannel_server_network(server: &Server, tb: &testsupport::testbed::Testbed) {
+    expect_status(
+        &server
+            .put(
+                "/network/fs",
+                serde_json::json!({"type": "flannel_server", "options": {"address": format!("{}:8080", tb.gateway())}}),
+            )
+            .await,
+        201,
+    );
+}
