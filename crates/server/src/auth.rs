@@ -33,8 +33,10 @@ use sha2::Sha256;
 use crate::config::PluginConfig;
 use crate::error::ApiError;
 
-/// How long verified credentials are remembered.
+/// How long verified credentials are remembered after their last use.
 pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// bcrypt checks running at once (it is CPU-bound: more would only queue on the cores).
+const BCRYPT_SLOTS: usize = 2;
 /// Bound on remembered credentials (the cache is cleared when full).
 const CACHE_MAX: usize = 10_000;
 
@@ -103,6 +105,12 @@ pub struct BasicAuth {
     cache_key: [u8; 32],
     /// A hash to verify against for unknown users, so their answer takes as long.
     dummy_hash: String,
+    /// Bounds bcrypt checks running at once. Requests that waited here look in the cache
+    /// again first, so a burst of requests with the same new credentials costs one bcrypt,
+    /// not one per request.
+    bcrypt_slots: tokio::sync::Semaphore,
+    /// bcrypt checks run so far (for the tests of the cache).
+    bcrypt_runs: std::sync::atomic::AtomicU64,
 }
 
 impl BasicAuth {
@@ -153,6 +161,8 @@ impl BasicAuth {
                 verified: HashMap::new(),
             }),
             cache_key,
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
+            bcrypt_runs: std::sync::atomic::AtomicU64::new(0),
             dummy_hash: bcrypt::hash("not a password", 4).map_err(|e| e.to_string())?,
         })
     }
@@ -189,24 +199,38 @@ impl BasicAuth {
             .cloned()
     }
 
+    /// Whether these credentials were verified recently. A hit renews the memory, so a client
+    /// that keeps using them never meets an expiry (and the burst of bcrypt checks that would
+    /// come with it); changing the users file still forgets everything at once.
+    fn remembered(&self, digest: &[u8; 32]) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match st.verified.get_mut(digest) {
+            Some(exp) if *exp > now => {
+                *exp = now + CACHE_TTL;
+                true
+            }
+            _ => false,
+        }
+    }
+
     async fn check(&self, headers: &HeaderMap) -> Outcome {
         let Some((user, password)) = basic_credentials(headers) else {
             return Outcome::NotMine;
         };
         let hash = self.hash_for(&user);
         let digest = self.digest(&user, &password);
-        if hash.is_some() {
-            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if st
-                .verified
-                .get(&digest)
-                .is_some_and(|exp| *exp > Instant::now())
-            {
-                return Outcome::Allowed(user);
-            }
+        if hash.is_some() && self.remembered(&digest) {
+            return Outcome::Allowed(user);
+        }
+        let _slot = self.bcrypt_slots.acquire().await;
+        if hash.is_some() && self.remembered(&digest) {
+            return Outcome::Allowed(user);
         }
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        self.bcrypt_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
@@ -520,6 +544,31 @@ mod tests {
             b.check(&headers("a", "new")).await,
             Outcome::Allowed(_)
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_new_credentials_costs_one_bcrypt() {
+        let mut opts = Map::new();
+        opts.insert(
+            "users".into(),
+            serde_json::json!({"a": {"hash": bcrypt::hash("pw", 6).unwrap()}}),
+        );
+        let b = Arc::new(BasicAuth::from_options(&opts).unwrap());
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.check(&headers("a", "pw")).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap(), Outcome::Allowed(_)));
+        }
+        // Two slots: at most the first two ran bcrypt; everyone after found the result.
+        let runs = b.bcrypt_runs.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=BCRYPT_SLOTS as u64).contains(&runs),
+            "{runs} bcrypt runs"
+        );
     }
 
     #[test]
