@@ -667,7 +667,12 @@ cmd_supervise() {
     sv_log "all hosts started"
     deadline=$(($(now_us) + TTL * 1000000))
     next_check=0
+    local pass_t
     while true; do
+        # Requests found in one pass were made at about the same time: a reboot's delay runs
+        # from then, not from when this loop got round to that host (real hosts reboot in
+        # parallel; taking ten hosts down one after the other must not stagger their returns).
+        pass_t=$(now_us)
         for req in "$STATE"/requests/*; do
             [[ -f $req ]] || continue
             f=${req##*/}; name=${f%%.*}; token=${f#*.}
@@ -684,7 +689,7 @@ cmd_supervise() {
             reboot)
                 if [[ -n ${HPID[$name]} ]]; then
                     echo rebooting > "$STATE/hosts/$name/status"; sv_kill "$name"
-                    UPAT[$name]=$(($(now_us) + delay_us))
+                    UPAT[$name]=$((pass_t + delay_us))
                 fi ;;
             stop) # from the shims (poweroff, halt, shutdown) or `testbed.sh stop` (abrupt)
                 echo stopped > "$STATE/hosts/$name/status"

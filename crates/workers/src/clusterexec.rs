@@ -21,7 +21,7 @@ use model::{
 };
 use store::records::{self, get_json, host_key, operation_key, put_json};
 use store::{Compare, StoreError, StoreResult};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::Ctx;
@@ -160,6 +160,7 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
     }
     tracing::info!(operation = %key, "running operation");
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let host_done = Arc::new(Notify::new());
     let mut beat = Instant::now();
     let mut shutdown = ctx.shutdown.clone();
     let result = loop {
@@ -177,10 +178,11 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
         tasks.retain(|_, t| !t.is_finished());
         for a in &op.in_process {
             if !tasks.contains_key(a) {
-                let (ctx, key, a2) = (ctx.clone(), key.to_string(), a.clone());
+                let (ctx, key, a2, done) =
+                    (ctx.clone(), key.to_string(), a.clone(), host_done.clone());
                 tasks.insert(
                     a.clone(),
-                    tokio::spawn(async move { host_task(&ctx, &key, &a2).await }),
+                    tokio::spawn(async move { host_task(&ctx, &key, &a2, &done).await }),
                 );
             }
         }
@@ -242,6 +244,7 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
         tokio::select! {
             _ = shutdown.changed() => {},
             _ = tokio::time::sleep(pause) => {},
+            _ = host_done.notified() => {},
         }
     };
     for (_, t) in tasks {
@@ -250,8 +253,16 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
     result
 }
 
-/// Walks one host through its steps until it is done or failed.
-async fn host_task(ctx: &Ctx, key: &str, address: &str) {
+/// Walks one host through its steps until it is done or failed, then wakes the coordinator.
+async fn host_task(ctx: &Ctx, key: &str, address: &str, done: &Notify) {
+    let mut cache: SessionCache = None;
+    host_steps(ctx, key, address, &mut cache).await;
+    drop_session(&mut cache).await;
+    // The coordinator starts the next batch as soon as this one is over.
+    done.notify_one();
+}
+
+async fn host_steps(ctx: &Ctx, key: &str, address: &str, cache: &mut SessionCache) {
     for _ in 0..10_000u32 {
         let op = match get_json::<Operation>(ctx.store.as_ref(), key).await {
             Ok(Some(op)) => op.value,
@@ -280,7 +291,7 @@ async fn host_task(ctx: &Ctx, key: &str, address: &str) {
             ))
         } else {
             let deadline = Instant::now() + Duration::from_secs_f64(remaining);
-            step(ctx, &op, address, &progress, action, deadline).await
+            step(ctx, &op, address, &progress, action, deadline, cache).await
         };
         let next = match outcome {
             Ok(next) => next,
@@ -349,6 +360,33 @@ async fn connect(ctx: &Ctx, address: &str, timeout: Duration) -> Result<remote::
         .map_err(|e| e.to_string())
 }
 
+/// A host task's open SSH session, kept across its steps: a restart is then one handshake
+/// before the reboot and one after, instead of one per step.
+type SessionCache = Option<remote::Session>;
+
+/// The cached session if it still works, else a new one (cached).
+async fn session<'a>(
+    ctx: &Ctx,
+    address: &str,
+    timeout: Duration,
+    cache: &'a mut SessionCache,
+) -> Result<&'a remote::Session, String> {
+    if cache.as_ref().is_some_and(|s| s.is_closed()) {
+        *cache = None;
+    }
+    if cache.is_none() {
+        *cache = Some(connect(ctx, address, timeout).await?);
+    }
+    Ok(cache.as_ref().expect("just filled"))
+}
+
+/// Closes and forgets the cached session.
+async fn drop_session(cache: &mut SessionCache) {
+    if let Some(s) = cache.take() {
+        s.close().await;
+    }
+}
+
 async fn run_checked(
     session: &remote::Session,
     cmd: &str,
@@ -399,6 +437,7 @@ async fn step(
     progress: &HostProgress,
     action: HostAction,
     deadline: Instant,
+    cache: &mut SessionCache,
 ) -> Result<HostProgress, String> {
     let remaining = || deadline.saturating_duration_since(Instant::now());
     let mut next = progress.clone();
@@ -414,14 +453,14 @@ async fn step(
         HostAction::RunCommand => {
             let host = load_host(ctx, address).await?;
             let os = OsCommands::for_host(&host.os, host.ostree)?;
-            let session = connect(ctx, address, remaining()).await?;
+            let session = session(ctx, address, remaining(), cache).await?;
             let result = async {
                 match op.kind {
                     OperationKind::Restart => {}
                     OperationKind::Upgrade => {
-                        run_checked(&session, os.upgrade, remaining()).await?;
+                        run_checked(session, os.upgrade, remaining()).await?;
                         if host.ostree {
-                            let st = run_checked(&session, "rpm-ostree status --json", remaining())
+                            let st = run_checked(session, "rpm-ostree status --json", remaining())
                                 .await?;
                             let (booted, staged) = ostree_versions(&st)?;
                             next.target_version = staged.unwrap_or(booted);
@@ -430,7 +469,7 @@ async fn step(
                     OperationKind::Deploy => {
                         let version = op.version.clone().unwrap_or_default();
                         let cmd = os.deploy(&version)?;
-                        run_checked(&session, &cmd, remaining()).await?;
+                        run_checked(session, &cmd, remaining()).await?;
                         next.target_version = version;
                     }
                 }
@@ -438,30 +477,31 @@ async fn step(
                 if next.state == HostStep::Rebooting {
                     // The reboot is over when the boot id differs from this one.
                     let boot =
-                        run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining())
+                        run_checked(session, "cat /proc/sys/kernel/random/boot_id", remaining())
                             .await?;
                     next.boot_id_before = boot.trim().to_string();
                 }
                 Ok::<(), String>(())
             }
             .await;
-            session.close().await;
+            if result.is_err() {
+                drop_session(cache).await;
+            }
             result?;
         }
         HostAction::AwaitReboot => {
-            await_reboot(ctx, address, progress, deadline).await?;
+            await_reboot(ctx, address, progress, deadline, cache).await?;
             next.state = HostStep::Verifying;
         }
         HostAction::Verify => {
             let host = load_host(ctx, address).await?;
-            let session = connect(ctx, address, remaining()).await?;
+            let session = session(ctx, address, remaining(), cache).await?;
             let result = async {
-                let boot =
-                    run_checked(&session, "cat /proc/sys/kernel/random/boot_id", remaining())
-                        .await?;
+                let boot = run_checked(session, "cat /proc/sys/kernel/random/boot_id", remaining())
+                    .await?;
                 if host.ostree && matches!(op.kind, OperationKind::Upgrade | OperationKind::Deploy)
                 {
-                    let st = run_checked(&session, "rpm-ostree status --json", remaining()).await?;
+                    let st = run_checked(session, "rpm-ostree status --json", remaining()).await?;
                     let (booted, _) = ostree_versions(&st)?;
                     if booted != progress.target_version {
                         return Err(format!(
@@ -473,7 +513,8 @@ async fn step(
                 Ok(boot.trim().to_string())
             }
             .await;
-            session.close().await;
+            // Nothing more to do on the host in this operation.
+            drop_session(cache).await;
             let boot = result?;
             let _ = update_host(ctx.store.as_ref(), address, |h| {
                 h.boot_id = boot.clone();
@@ -500,6 +541,7 @@ async fn await_reboot(
     address: &str,
     progress: &HostProgress,
     deadline: Instant,
+    cache: &mut SessionCache,
 ) -> Result<(), String> {
     let before = progress.boot_id_before.clone();
     let host = load_host(ctx, address).await?;
@@ -510,7 +552,7 @@ async fn await_reboot(
     while Instant::now() < deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = Duration::from_secs(5).min(remaining);
-        match connect(ctx, address, attempt).await {
+        match session(ctx, address, attempt, cache).await {
             Ok(session) => {
                 let out = session.exec(&probe, None, attempt).await;
                 match out {
@@ -520,7 +562,7 @@ async fn await_reboot(
                         let boot = lines.next().unwrap_or_default().trim().to_string();
                         let marker = lines.next().unwrap_or_default().trim().to_string();
                         if !boot.is_empty() && boot != before {
-                            session.close().await;
+                            // Back in a new boot: the session serves the verification.
                             return Ok(());
                         }
                         if marker != before {
@@ -538,12 +580,15 @@ async fn await_reboot(
                     Ok(o) => last_error = format!("boot id check exited with {}", o.status),
                     Err(e) => last_error = e.to_string(),
                 }
-                session.close().await;
+                // Still the old boot (or going down): this connection is about to drop.
+                drop_session(cache).await;
             }
             Err(e) => last_error = e,
         }
+        // A host coming back refuses connections until its sshd listens: retry soon, so the
+        // host is seen back within a fraction of a second (bounded by the deadline).
         tokio::time::sleep(
-            Duration::from_millis(300).min(deadline.saturating_duration_since(Instant::now())),
+            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
         )
         .await;
     }
