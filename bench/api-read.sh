@@ -128,7 +128,7 @@ names = {"status": "GET /api/v0/status (no auth)", "host": "GET /api/v0/host/{a}
 for name, rps, p99, mx, errs, serr, at in rows:
     print(f"{names[name]:<31}{float(rps):>9.0f}{ms(p99):>9.2f}ms{ms(mx):>9.1f}ms{float(rps)/ref:>10.2f}{errs:>8}{serr:>9}{at + 's':>6}")
 print(f"(at: start of the run, seconds after the first authenticated request; verified credentials are "
-      f"cached 60 s from their bcrypt check)")
+      f"remembered until 60 s after their last use)")
 print(f"({conns} connections, closed loop: mean latency = {conns} / rate, e.g. {conns / ref * 1000:.2f} ms at the "
       f"/status rate; a p99 under 5 ms needs well over {conns / 5e-3:.0f} req/s)")
 host = rows[1]
