@@ -238,14 +238,16 @@ async fn other_cluster_of(
 }
 
 /// Checks that every host in `addresses` exists, may join, and is in no other cluster.
-/// Returns the guards on their records' revisions plus the writes that hand each one back to
-/// the investigator as `bootstrapping`: joining changes what a host must run (the cluster's
-/// network, its container manager's kubelet), so it is bootstrapped again with the cluster's
-/// plan, and becomes `active` once its node is Ready (or at once with the trivial manager).
+/// Returns the guards on their records' revisions plus, when `rebootstrap`, the writes that
+/// hand each one back to the investigator as `bootstrapping`: joining a cluster whose
+/// container manager has nodes means the host must run a kubelet configured for it, so it is
+/// bootstrapped again with the cluster's plan and becomes `active` once its node is Ready.
+/// (Joining any other cluster only changes the membership, as in the original.)
 async fn check_joiners(
     state: &AppState,
     cluster: &str,
     addresses: &[String],
+    rebootstrap: bool,
 ) -> ApiResult<(Vec<Compare>, Vec<Op>)> {
     let mut compares = vec![];
     let mut ops = vec![];
@@ -263,10 +265,12 @@ async fn check_joiners(
             )));
         }
         compares.push(Compare::ModRevision(host_key(a), h.mod_revision));
-        let mut host = h.value;
-        host.status = HostState::Bootstrapping;
-        host.status_reason.clear();
-        ops.push(put_json(&host_key(a), &host));
+        if rebootstrap {
+            let mut host = h.value;
+            host.status = HostState::Bootstrapping;
+            host.status_reason.clear();
+            ops.push(put_json(&host_key(a), &host));
+        }
     }
     if !not_ready.is_empty() {
         return Err(ApiError::not_allowed(format!(
@@ -312,7 +316,8 @@ pub async fn set_members(
             .filter(|a| !current.contains(a))
             .cloned()
             .collect();
-        let (mut compares, host_ops) = check_joiners(&state, &name, &joining).await?;
+        let rebootstrap = super::cluster_has_nodes(&state, &c.value).await?;
+        let (mut compares, host_ops) = check_joiners(&state, &name, &joining, rebootstrap).await?;
         compares.push(Compare::ModRevision(cluster_key(&name), c.mod_revision));
         let mut cluster = c.value;
         if cluster.hostset == new {
@@ -331,8 +336,10 @@ pub async fn set_members(
         ops.extend(host_ops);
         if state.store.txn(compares, ops).await?.succeeded {
             super::queue_node_removals(&state, &removals);
-            for a in joining {
-                state.jobs.push(Job::Investigate { address: a });
+            if rebootstrap {
+                for a in joining {
+                    state.jobs.push(Job::Investigate { address: a });
+                }
             }
             return Ok(Json(view(&state, &cluster).await?));
         }
@@ -379,17 +386,20 @@ pub async fn join(
             // Still 404 if the host itself is gone.
             return Ok(Json(vec![address]));
         }
+        let rebootstrap = super::cluster_has_nodes(&state, &c.value).await?;
         let (mut compares, host_ops) =
-            check_joiners(&state, &name, std::slice::from_ref(&address)).await?;
+            check_joiners(&state, &name, std::slice::from_ref(&address), rebootstrap).await?;
         compares.push(Compare::ModRevision(cluster_key(&name), c.mod_revision));
         let mut cluster = c.value;
         cluster.hostset.push(address.clone());
         let mut ops = vec![put_json(&cluster_key(&name), &cluster)];
         ops.extend(host_ops);
         if state.store.txn(compares, ops).await?.succeeded {
-            state.jobs.push(Job::Investigate {
-                address: address.clone(),
-            });
+            if rebootstrap {
+                state.jobs.push(Job::Investigate {
+                    address: address.clone(),
+                });
+            }
             tracing::info!(cluster = %name, address = %address, "host joined cluster");
             return Ok(Json(vec![address]));
         }

@@ -41,6 +41,19 @@ pub fn too_contended(what: &str) -> ApiError {
     ))
 }
 
+/// Whether the cluster's container manager has nodes (Kubernetes/OpenShift, not trivial).
+pub async fn cluster_has_nodes(state: &AppState, cluster: &model::Cluster) -> ApiResult<bool> {
+    if cluster.container_manager.is_empty() {
+        return Ok(false);
+    }
+    let cm = store::records::get_json::<model::ContainerManagerConfig>(
+        state.store.as_ref(),
+        &store::records::container_manager_key(&cluster.container_manager),
+    )
+    .await?;
+    Ok(cm.is_some_and(|c| c.value.kind != model::ContainerManagerType::Trivial))
+}
+
 /// Writes that record node removals for hosts leaving `cluster`, when its container manager
 /// has nodes (Kubernetes/OpenShift). They go in the same transaction as the change itself, so
 /// the node worker learns of every departure even across a crash; call
@@ -50,15 +63,7 @@ pub async fn node_removal_ops(
     cluster: &model::Cluster,
     leaving: &[String],
 ) -> ApiResult<Vec<store::Op>> {
-    if cluster.container_manager.is_empty() || leaving.is_empty() {
-        return Ok(vec![]);
-    }
-    let cm = store::records::get_json::<model::ContainerManagerConfig>(
-        state.store.as_ref(),
-        &store::records::container_manager_key(&cluster.container_manager),
-    )
-    .await?;
-    if !cm.is_some_and(|c| c.value.kind != model::ContainerManagerType::Trivial) {
+    if leaving.is_empty() || !cluster_has_nodes(state, cluster).await? {
         return Ok(vec![]);
     }
     let now = model::now_timestamp();
