@@ -194,7 +194,11 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
             Decision::StartBatch(batch) => {
                 let now = now_timestamp();
                 let r = update_op(ctx, key, |o| {
-                    if !o.in_process.is_empty() || !o.status.is_active() {
+                    // Decided on a read that may be stale: a pause, cancel or failure written
+                    // since then must win, so decide again on the record being replaced.
+                    if decide(o, seconds_since(&o.batch_finished_at))
+                        != Decision::StartBatch(batch.clone())
+                    {
                         return false;
                     }
                     for a in &batch {
