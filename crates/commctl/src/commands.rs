@@ -762,7 +762,8 @@ pub fn start_body(version: Option<&str>, reboot: bool, opts: &RunOptions) -> Val
 }
 
 /// Merges `-o KEY=VALUE` / `-o KEY=@FILE` / `-o '{"json": "object"}'` options; later ones win.
-/// `true`/`false` values become booleans; other values stay strings.
+/// `true`/`false` values become booleans, whole numbers for `*_seconds` keys become numbers;
+/// other values stay strings.
 pub fn parse_kv_options(items: &[String]) -> CliResult<Value> {
     let mut m = Map::new();
     for item in items {
@@ -793,10 +794,14 @@ pub fn parse_kv_options(items: &[String]) -> CliResult<Value> {
                 .to_string(),
             None => v.to_string(),
         };
-        // Flags like insecure_skip_tls_verify are booleans in the API.
+        // Flags like insecure_skip_tls_verify are booleans in the API, and durations such as
+        // node_ready_timeout_seconds are numbers.
         let value = match value.as_str() {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
+            n if k.trim().ends_with("_seconds") && n.parse::<u64>().is_ok() => {
+                Value::from(n.parse::<u64>().unwrap_or_default())
+            }
             _ => Value::String(value),
         };
         m.insert(k.trim().to_string(), value);
@@ -1026,12 +1031,15 @@ mod tests {
             format!("token=@{}", tok.display()),
             "x=a=b".into(),
             "insecure_skip_tls_verify=true".into(),
+            "node_ready_timeout_seconds=120".into(),
+            "port=6443".into(),
         ])
         .unwrap();
         assert_eq!(
             v,
             json!({"server_url": "https://other", "ca_path": "/ca.pem", "token": "s3cret", "x": "a=b",
-                   "insecure_skip_tls_verify": true})
+                   "insecure_skip_tls_verify": true, "node_ready_timeout_seconds": 120,
+                   "port": "6443"})
         );
         assert_eq!(parse_kv_options(&["nokey".into()]).unwrap_err().code, 2);
         assert_eq!(parse_kv_options(&["{bad".into()]).unwrap_err().code, 2);
