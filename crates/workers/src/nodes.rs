@@ -87,17 +87,6 @@ pub async fn manager_of_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<Option<M
     }
 }
 
-/// The container manager of the cluster a host belongs to, if any.
-pub async fn manager_of_host(ctx: &Ctx, address: &str) -> Result<Option<Manager>, String> {
-    let cluster = cluster_of(ctx.store.as_ref(), address)
-        .await
-        .map_err(|e| format!("store: {e}"))?;
-    match cluster {
-        Some(c) => manager_of_cluster(ctx, &c).await,
-        None => Ok(None),
-    }
-}
-
 /// Stores the latest view of a host's node (best effort: a view is advisory).
 pub async fn save_view(ctx: &Ctx, address: &str, view: &NodeView) {
     let r = ctx

@@ -74,6 +74,7 @@ async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
     let busy = crate::clusterexec::hosts_in_flight(ctx)
         .await
         .unwrap_or_default();
+    let managers = managers_by_host(ctx).await;
     let interval = ctx.cfg.watcher_interval;
     let mut set = JoinSet::new();
     for h in hosts {
@@ -87,12 +88,12 @@ async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
         ) {
             continue;
         }
-        let (ctx, pool, sem) = (ctx.clone(), pool.clone(), sem.clone());
+        let (ctx, pool, sem, managers) = (ctx.clone(), pool.clone(), sem.clone(), managers.clone());
         let jitter = rand::rng().random_range(0..=(interval.as_millis() as u64 / 2).max(1));
         set.spawn(async move {
             tokio::time::sleep(Duration::from_millis(jitter)).await;
             let _permit = sem.acquire().await;
-            check(&ctx, &pool, host).await;
+            check(&ctx, &pool, &managers, host).await;
         });
     }
     let mut checked = 0u64;
@@ -172,7 +173,7 @@ async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
     }
 }
 
-async fn check(ctx: &Ctx, pool: &Pool, host: Host) {
+async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, host: Host) {
     let store = ctx.store.as_ref();
     let address = host.address.clone();
     match contact(ctx, pool, &host).await {
@@ -181,7 +182,7 @@ async fn check(ctx: &Ctx, pool: &Pool, host: Host) {
                 host.status == HostState::Failed && host.status_reason.starts_with(UNREACHABLE);
             // The container manager's view decides between `active` and `disassociated`.
             let node = if host.bootstrapped {
-                node_ready(ctx, &address).await
+                node_ready(ctx, managers, &address).await
             } else {
                 NodeReady::Unknown
             };
@@ -289,15 +290,54 @@ enum NodeReady {
     NotReady(String),
 }
 
-/// Asks the host's container manager about its node and stores the view.
-async fn node_ready(ctx: &Ctx, address: &str) -> NodeReady {
-    let m = match nodes::manager_of_host(ctx, address).await {
-        Ok(Some(m)) if m.has_nodes() => m,
-        Ok(_) => return NodeReady::NoNodes,
+/// The container managers with nodes, by member address, loaded once per round (`None`: the
+/// manager exists but cannot be used, e.g. its CA file is gone).
+type Managers = Arc<HashMap<String, Option<Arc<nodes::Manager>>>>;
+
+async fn managers_by_host(ctx: &Ctx) -> Managers {
+    let mut out = HashMap::new();
+    let clusters = match list_json::<model::Cluster>(ctx.store.as_ref(), records::CLUSTERS).await {
+        Ok(c) => c,
         Err(e) => {
-            tracing::debug!(address, error = %e, "no usable container manager");
-            return NodeReady::Unknown;
+            tracing::warn!(error = %e, "watcher cannot list clusters this round");
+            return Arc::new(out);
         }
+    };
+    let mut loaded: HashMap<String, Option<Arc<nodes::Manager>>> = HashMap::new();
+    for c in clusters.into_iter().map(|c| c.value) {
+        if c.container_manager.is_empty() {
+            continue;
+        }
+        if !loaded.contains_key(&c.container_manager) {
+            let m = match nodes::load_manager(ctx, &c.container_manager).await {
+                Ok(Some(m)) if m.has_nodes() => Some(Some(Arc::new(m))),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(manager = %c.container_manager, error = %e, "container manager unusable this round");
+                    Some(None)
+                }
+            };
+            if let Some(m) = m {
+                loaded.insert(c.container_manager.clone(), m);
+            } else {
+                continue;
+            }
+        }
+        if let Some(m) = loaded.get(&c.container_manager) {
+            for a in c.hostset {
+                out.insert(a, m.clone());
+            }
+        }
+    }
+    Arc::new(out)
+}
+
+/// Asks the host's container manager about its node and stores the view.
+async fn node_ready(ctx: &Ctx, managers: &Managers, address: &str) -> NodeReady {
+    let m = match managers.get(address) {
+        Some(Some(m)) => m,
+        Some(None) => return NodeReady::Unknown,
+        None => return NodeReady::NoNodes,
     };
     match m.api.view(address).await {
         Ok(view) => {
