@@ -222,6 +222,7 @@ pub enum ClusterCmd {
         container_manager: Option<String>,
         /// Cluster name.
         name: String,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -231,6 +232,7 @@ pub enum ClusterCmd {
         /// Cluster names.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -239,12 +241,14 @@ pub enum ClusterCmd {
     Get {
         /// Cluster name.
         name: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
     /// List clusters.
     #[command(after_help = help!("commctl cluster list", "commctl cluster list -o json"))]
     List {
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -310,6 +314,7 @@ pub struct StatusArgs {
     /// Seconds between status requests with --watch.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub interval: f64,
+    /// Output format (read commands).
     #[command(flatten)]
     pub out: ReadOutput,
 }
@@ -319,6 +324,7 @@ pub struct StatusArgs {
 pub struct ControlArgs {
     /// Cluster name.
     pub name: String,
+    /// Output format (commands that change something).
     #[command(flatten)]
     pub out: WriteOutput,
 }
@@ -334,8 +340,10 @@ pub enum RestartCmd {
     Start {
         /// Cluster name.
         name: String,
+        /// How the operation runs.
         #[command(flatten)]
         opts: RunOptions,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -367,8 +375,10 @@ pub enum UpgradeCmd {
         /// Reboot each host after its package transaction (OSTree hosts always reboot).
         #[arg(long)]
         reboot: bool,
+        /// How the operation runs.
         #[command(flatten)]
         opts: RunOptions,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -399,8 +409,10 @@ pub enum DeployCmd {
         name: String,
         /// The OSTree version to deploy.
         version: String,
+        /// How the operation runs.
         #[command(flatten)]
         opts: RunOptions,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -437,6 +449,7 @@ pub enum ContainerManagerCmd {
         options: Vec<String>,
         /// Container manager name.
         name: String,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -446,6 +459,7 @@ pub enum ContainerManagerCmd {
         /// Names.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -454,12 +468,14 @@ pub enum ContainerManagerCmd {
     Get {
         /// Name.
         name: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
     /// List container managers.
     #[command(after_help = help!("commctl container_manager list", "commctl container_manager list -o yaml"))]
     List {
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -483,6 +499,7 @@ pub enum NetworkCmd {
         /// Options as a JSON object (flannel_server needs {"address": "HOST:PORT"}).
         #[arg(short = 'o', long = "options", value_name = "JSON")]
         options: Option<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -492,6 +509,7 @@ pub enum NetworkCmd {
         /// Names.
         #[arg(required = true)]
         names: Vec<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -500,12 +518,14 @@ pub enum NetworkCmd {
     Get {
         /// Name.
         name: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
     /// List networks.
     #[command(after_help = help!("commctl network list"))]
     List {
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -531,6 +551,7 @@ pub enum HostCmd {
         /// User the server logs in as [server default: root].
         #[arg(short = 'r', long)]
         remote_user: Option<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -540,6 +561,7 @@ pub enum HostCmd {
         /// Addresses.
         #[arg(required = true)]
         addresses: Vec<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -548,6 +570,7 @@ pub enum HostCmd {
     Get {
         /// Address.
         address: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -556,6 +579,7 @@ pub enum HostCmd {
     List {
         /// Only the members of this cluster (with -o json|yaml: the API's member address list).
         cluster: Option<String>,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -564,6 +588,7 @@ pub enum HostCmd {
     Status {
         /// Address.
         address: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -574,6 +599,7 @@ pub enum HostCmd {
         address: String,
         /// Cluster.
         cluster: String,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -584,6 +610,7 @@ pub enum HostCmd {
         address: String,
         /// Cluster.
         cluster: String,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },
@@ -618,6 +645,7 @@ pub enum HostCmd {
     Hostkey {
         /// Address.
         address: String,
+        /// Output format (read commands).
         #[command(flatten)]
         out: ReadOutput,
     },
@@ -632,6 +660,7 @@ pub enum HostCmd {
         address: String,
         /// OpenSSH public key line, e.g. "ssh-ed25519 AAAA...".
         key: Option<String>,
+        /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
     },

@@ -2,6 +2,7 @@
 //! tested directly; `main.rs` only parses the command line and sets the exit code.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 not found (see [`error`]).
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;

@@ -4,6 +4,7 @@
 //!
 //! A node's name is the host's address. Commissaire marks the nodes it registers with the label
 //! [`MANAGED_LABEL`]` = `[`MANAGED_VALUE`] and only ever deletes nodes that carry it.
+#![warn(missing_docs)]
 
 pub mod client;
 

@@ -5,6 +5,7 @@
 //! original ones. Request bodies are parsed field by field from a JSON object by the
 //! `*Request::from_json` functions, so every rejection names the field and what was wrong with
 //! it. This crate does no I/O.
+#![warn(missing_docs)]
 
 pub mod operation;
 pub mod request;

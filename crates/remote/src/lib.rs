@@ -15,6 +15,7 @@
 //! Commands are strings run by the remote user's login shell (SSH has no argv): quote
 //! arguments with [`shell_quote`], and pass secrets through stdin, never on the command line
 //! (where they would show up in the remote `ps` and in our error messages).
+#![warn(missing_docs)]
 
 mod facts;
 mod shell;

@@ -3,6 +3,7 @@
 //! [`run`] is the whole program behind the `commissaire-server` binary: it loads the
 //! configuration, opens the store (embedded SQLite or etcd), sets up authentication, and
 //! serves HTTP or HTTPS until SIGTERM/SIGINT. [`app`] builds the router alone, for tests.
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod auth;

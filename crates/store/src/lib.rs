@@ -11,6 +11,7 @@
 //!
 //! Read-modify-write always goes through [`Store::txn`] with a [`Compare`] on the revision read,
 //! so two servers sharing one etcd never lose each other's updates.
+#![warn(missing_docs)]
 
 pub mod etcd;
 pub mod records;

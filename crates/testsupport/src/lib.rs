@@ -7,6 +7,7 @@
 //!
 //! [`fakekube::FakeKube`] is a fake Kubernetes API server (HTTPS on loopback, real paths, verbs,
 //! JSON shapes and status codes) for tests of the Kubernetes client.
+#![warn(missing_docs)]
 
 pub mod fakekube;
 pub mod sshd;

@@ -10,6 +10,7 @@
 //!
 //! Workers hold no state of their own that matters: everything is read from and written to the
 //! store, so killing the process at any point and starting it again continues the work.
+#![warn(missing_docs)]
 
 pub mod bootstrap;
 pub mod clusterexec;
