@@ -85,7 +85,7 @@ async fn active_fleet(hosts: usize) -> KubeFleet {
         add_host(&server, &tb, h, "k").await;
     }
     for h in &tb.addresses() {
-        let st = wait_status(&server, h, &["active", "failed"], Duration::from_secs(120)).await;
+        let st = settled(&server, h).await;
         assert_eq!(st["status"], "active", "{st}");
     }
     KubeFleet {
@@ -94,6 +94,17 @@ async fn active_fleet(hosts: usize) -> KubeFleet {
         env,
         server,
     }
+}
+
+/// Waits (up to 2 minutes) until the host is `active` or `failed`; returns it.
+async fn settled(server: &Server, address: &str) -> Value {
+    wait_status(
+        server,
+        address,
+        &["active", "failed"],
+        Duration::from_secs(120),
+    )
+    .await
 }
 
 fn good_options(k: &FakeKube) -> Value {
@@ -130,13 +141,7 @@ async fn nodes_become_active_when_ready_fail_when_never_and_only_ours_are_delete
         add_host(&server, &tb, h, "k").await;
     }
 
-    let h0 = wait_status(
-        &server,
-        &a[0],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h0 = settled(&server, &a[0]).await;
     assert_eq!(h0["status"], "active", "{h0}");
     let node = kube.node(&a[0]).expect("node registered");
     assert_eq!(
@@ -148,13 +153,7 @@ async fn nodes_become_active_when_ready_fail_when_never_and_only_ours_are_delete
     assert_eq!(st["container_manager"]["ready"], true, "{st}");
     assert_eq!(st["container_manager"]["managed"], true, "{st}");
 
-    let h1 = wait_status(
-        &server,
-        &a[1],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h1 = settled(&server, &a[1]).await;
     assert_eq!(h1["status"], "failed", "{h1}");
     let reason = h1["status_reason"].as_str().unwrap();
     assert!(
@@ -162,13 +161,7 @@ async fn nodes_become_active_when_ready_fail_when_never_and_only_ours_are_delete
             && reason.contains("container manager k"),
         "{reason}"
     );
-    let h2 = wait_status(
-        &server,
-        &a[2],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h2 = settled(&server, &a[2]).await;
     assert_eq!(h2["status"], "active", "{h2}");
 
     // The cluster counts the failed host as unavailable.
@@ -459,34 +452,16 @@ async fn client_certificates_work_and_a_wrong_ca_or_token_is_a_clear_error() {
     add_host(&server, &tb, &a[1], "badca").await;
     add_host(&server, &tb, &a[2], "badtoken").await;
 
-    let h = wait_status(
-        &server,
-        &a[0],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h = settled(&server, &a[0]).await;
     assert_eq!(h["status"], "active", "{h}");
-    let h = wait_status(
-        &server,
-        &a[1],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h = settled(&server, &a[1]).await;
     assert_eq!(h["status"], "failed", "{h}");
     let reason = h["status_reason"].as_str().unwrap();
     assert!(
         reason.contains("cannot reach the Kubernetes API") && reason.contains("certificate"),
         "{reason}"
     );
-    let h = wait_status(
-        &server,
-        &a[2],
-        &["active", "failed"],
-        Duration::from_secs(120),
-    )
-    .await;
+    let h = settled(&server, &a[2]).await;
     assert_eq!(h["status"], "failed", "{h}");
     let reason = h["status_reason"].as_str().unwrap();
     assert!(
@@ -585,7 +560,7 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
             .await,
         200,
     );
-    let h = wait_status(&server, &a, &["active", "failed"], Duration::from_secs(120)).await;
+    let h = settled(&server, &a).await;
     assert_eq!(h["status"], "active", "{h}");
     let kubeconfig = tb
         .host_file(&a, "/etc/kubernetes/kubeconfig")
