@@ -373,7 +373,7 @@ impl Session {
     /// OpenSSH refuses signal requests for root logins ("session signalling requires
     /// privilege separation", root sessions run without it) and does not kill a non-tty
     /// command when its channel closes, so it runs on until it ends or next writes (SIGPIPE).
-    /// Commands that may hang should bound themselves (e.g. `timeout 60 cmd`).
+    /// Commands that may hang should bound themselves: wrap them with [`bounded`].
     ///
     /// A non-zero exit is not an error: check [`Output::success`]. If the connection drops
     /// before the command reports its status (e.g. the host rebooted), the error is
@@ -827,6 +827,16 @@ fn openssh_line(key: &PublicKey) -> String {
         .unwrap_or_else(|_| key.algorithm().as_str().to_string())
 }
 
+/// `command` wrapped so that the host itself ends it after `limit`: GNU `timeout` runs it in a
+/// process group of its own and sends TERM to the whole group when the time is up (KILL 5 s
+/// later). [`Session::exec`] cannot do that from our side (see its notes), so commands that may
+/// hang — package managers, service restarts — go through this. Exit status 124 means the
+/// limit was reached.
+pub fn bounded(command: &str, limit: Duration) -> String {
+    let secs = limit.as_secs_f64().max(1.0);
+    format!("timeout -k 5 {secs:.0} sh -c {}", shell::quote(command))
+}
+
 /// The upload script (see [`Session::upload`]).
 fn upload_script(path: &str, mode: u32, len: usize) -> Result<String, RemoteError> {
     if path.is_empty() || path.ends_with('/') || path.contains('\0') {
@@ -1068,6 +1078,29 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.join("a b")).unwrap().collect();
         assert_eq!(left.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bounded_commands_end_on_the_host() {
+        let cmd = bounded("sleep 30; echo late", Duration::from_secs(1));
+        assert_eq!(cmd, "timeout -k 5 1 sh -c 'sleep 30; echo late'");
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .unwrap();
+        // The whole pipeline is gone, well before the sleep would have ended.
+        assert_eq!(out.status.code(), Some(124));
+        assert!(out.stdout.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(bounded("echo 'it'\\''s fine'", Duration::from_secs(10)))
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        assert_eq!(String::from_utf8_lossy(&ok.stdout), "it's fine\n");
     }
 
     #[test]

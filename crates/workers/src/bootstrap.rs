@@ -357,7 +357,14 @@ pub async fn run(
         return Ok(Applied::AlreadyDone);
     }
     let exec = |cmd: String| async move {
-        let out = session.exec(&cmd, None, command_timeout).await?;
+        // Bounded on the host too: a hung package manager must not outlive our timeout.
+        let out = session
+            .exec(
+                &remote::bounded(&cmd, command_timeout),
+                None,
+                command_timeout + Duration::from_secs(10),
+            )
+            .await?;
         if out.success() {
             Ok(())
         } else {

@@ -411,6 +411,31 @@ async fn run_checked(
     }
 }
 
+/// [`run_checked`] for commands that may hang (package managers): the host ends them when
+/// the host's time is up, a few seconds before we stop waiting.
+async fn run_bounded(
+    session: &remote::Session,
+    cmd: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let limit = timeout.saturating_sub(Duration::from_secs(3));
+    let out = session
+        .exec(&remote::bounded(cmd, limit), None, timeout)
+        .await
+        .map_err(|e| format!("`{cmd}`: {e}"))?;
+    match out.status {
+        0 => Ok(out.stdout_text()),
+        124 => Err(format!(
+            "`{cmd}` did not finish within {} s and was stopped on the host",
+            limit.as_secs()
+        )),
+        s => Err(format!(
+            "`{cmd}` failed with exit status {s}: {}",
+            out.stderr_text()
+        )),
+    }
+}
+
 /// The booted and staged OSTree versions, from `rpm-ostree status --json`.
 fn ostree_versions(json: &str) -> Result<(String, Option<String>), String> {
     let v: serde_json::Value =
@@ -462,7 +487,7 @@ async fn step(
                 match op.kind {
                     OperationKind::Restart => {}
                     OperationKind::Upgrade => {
-                        run_checked(session, os.upgrade, remaining()).await?;
+                        run_bounded(session, os.upgrade, remaining()).await?;
                         if host.ostree {
                             let st = run_checked(session, "rpm-ostree status --json", remaining())
                                 .await?;
@@ -473,7 +498,7 @@ async fn step(
                     OperationKind::Deploy => {
                         let version = op.version.clone().unwrap_or_default();
                         let cmd = os.deploy(&version)?;
-                        run_checked(session, &cmd, remaining()).await?;
+                        run_bounded(session, &cmd, remaining()).await?;
                         next.target_version = version;
                     }
                 }
