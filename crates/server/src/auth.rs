@@ -52,6 +52,20 @@ enum Outcome {
     NotMine,
 }
 
+/// The cache key of some credentials: an HMAC under a per-process random key, so the cache
+/// never holds (or lets anyone recompute) the secret itself. Parts are separated by a NUL.
+fn keyed_digest(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(&[0]);
+        }
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// A user table: name → bcrypt hash.
 type Users = HashMap<String, String>;
 
@@ -168,12 +182,7 @@ impl BasicAuth {
     }
 
     fn digest(&self, user: &str, password: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key)
-            .expect("HMAC takes any key length");
-        mac.update(user.as_bytes());
-        mac.update(&[0]);
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
+        keyed_digest(&self.cache_key, &[user.as_bytes(), password.as_bytes()])
     }
 
     /// Looks up the hash for `user`, reloading the users file if it changed.
@@ -304,10 +313,7 @@ impl BearerTokenAuth {
         let Some(token) = bearer_token(headers) else {
             return Outcome::NotMine;
         };
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cache_key)
-            .expect("HMAC takes any key length");
-        mac.update(token.as_bytes());
-        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        let digest = keyed_digest(&self.cache_key, &[token.as_bytes()]);
         {
             let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((user, exp)) = cache.get(&digest)

@@ -30,53 +30,52 @@ async fn load_cluster(state: &AppState, name: &str) -> ApiResult<Versioned<Clust
         .ok_or_else(|| ApiError::not_found(format!("cluster {name} does not exist")))
 }
 
-/// Computes the API view of a cluster from its members' current states.
-async fn view(state: &AppState, cluster: &Cluster) -> ApiResult<ClusterView> {
+/// One record per member (`None` where it is missing), in member order: point reads for small
+/// clusters, one range read over `prefix` for big ones (it beats many point reads).
+async fn member_records<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    cluster: &Cluster,
+    prefix: &str,
+) -> ApiResult<Vec<Option<T>>> {
     let store = state.store.as_ref();
-    let states: Vec<Option<HostState>> = if cluster.hostset.len() <= 16 {
+    if cluster.hostset.len() <= 16 {
         let mut out = Vec::with_capacity(cluster.hostset.len());
         for a in &cluster.hostset {
             out.push(
-                get_json::<Host>(store, &host_key(a))
+                get_json::<T>(store, &format!("{prefix}{a}"))
                     .await?
-                    .map(|h| h.value.status),
+                    .map(|v| v.value),
             );
         }
-        out
-    } else {
-        // One range read beats many point reads for big clusters.
-        let all: HashMap<String, HostState> = list_json::<Host>(store, records::HOSTS)
-            .await?
-            .into_iter()
-            .map(|h| (h.value.address, h.value.status))
-            .collect();
-        cluster
-            .hostset
-            .iter()
-            .map(|a| all.get(a).copied())
-            .collect()
-    };
-    let mut v = ClusterView::compute(cluster, &states);
-    if !cluster.container_manager.is_empty()
-        && get_json::<model::ContainerManagerConfig>(
-            store,
-            &container_manager_key(&cluster.container_manager),
-        )
+        return Ok(out);
+    }
+    let mut all: HashMap<String, T> = store
+        .list(prefix)
         .await?
-        .is_some_and(|c| c.value.kind != model::ContainerManagerType::Trivial)
-    {
-        let views: HashMap<String, model::NodeView> =
-            list_json::<model::NodeView>(store, records::NODES)
-                .await?
-                .into_iter()
-                .map(|n| (n.value.node.clone(), n.value))
-                .collect();
-        let members: Vec<Option<model::NodeView>> = cluster
-            .hostset
-            .iter()
-            .map(|a| views.get(a).cloned())
-            .collect();
-        v.nodes = Some(model::ClusterNodesSummary::compute(&members));
+        .iter()
+        .map(|kv| {
+            let v = records::decode::<T>(kv)?.value;
+            Ok((
+                kv.key.strip_prefix(prefix).unwrap_or(&kv.key).to_string(),
+                v,
+            ))
+        })
+        .collect::<store::StoreResult<_>>()?;
+    Ok(cluster.hostset.iter().map(|a| all.remove(a)).collect())
+}
+
+/// Computes the API view of a cluster from its members' current states (and, when its
+/// container manager has nodes, from the members' node views).
+async fn view(state: &AppState, cluster: &Cluster) -> ApiResult<ClusterView> {
+    let states: Vec<Option<HostState>> = member_records::<Host>(state, cluster, records::HOSTS)
+        .await?
+        .into_iter()
+        .map(|h| h.map(|h| h.status))
+        .collect();
+    let mut v = ClusterView::compute(cluster, &states);
+    if super::cluster_has_nodes(state, cluster).await? {
+        let views = member_records::<model::NodeView>(state, cluster, records::NODES).await?;
+        v.nodes = Some(model::ClusterNodesSummary::compute(&views));
     }
     Ok(v)
 }
