@@ -92,6 +92,64 @@ impl fmt::Display for HostState {
     }
 }
 
+/// Why a host is `failed`, as a closed set the workers act on (the human sentence is in
+/// `status_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The host did not answer over SSH (network, timeout, sshd down). The watcher brings it
+    /// back when it answers again.
+    Unreachable,
+    /// The host presented a different SSH host key than the one trusted. Only an operator
+    /// re-trusting the key brings it back.
+    HostKeyChanged,
+    /// The stored credentials were refused, or cannot be used.
+    Credentials,
+    /// Facts could not be gathered, or the operating system is not supported.
+    Facts,
+    /// Installing or configuring the node software failed.
+    Bootstrap,
+    /// The cluster's network or container manager is missing or unusable.
+    Configuration,
+    /// The container manager did not report the host's node Ready. The watcher makes the host
+    /// `active` once the node is Ready.
+    Node,
+}
+
+impl FailureKind {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::HostKeyChanged => "host_key_changed",
+            FailureKind::Credentials => "credentials",
+            FailureKind::Facts => "facts",
+            FailureKind::Bootstrap => "bootstrap",
+            FailureKind::Configuration => "configuration",
+            FailureKind::Node => "node",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The SSH host key trusted for a host (public data, so stored in clear).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrustedHostKey {
+    /// The host's address.
+    pub address: String,
+    /// OpenSSH public key line, e.g. `ssh-ed25519 AAAA...`.
+    pub key: String,
+    /// `SHA256:...` fingerprint of the key.
+    pub fingerprint: String,
+    /// When the key was first trusted.
+    pub trusted_at: String,
+}
+
 /// A managed host: its address, lifecycle state and gathered facts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Host {
@@ -117,9 +175,13 @@ pub struct Host {
     /// Where the host record came from (kept for compatibility; normally `""`).
     #[serde(default)]
     pub source: String,
-    /// Why the host is `failed` (empty otherwise).
+    /// Why the host is `failed`, or why its node is not Ready, in words (empty otherwise).
     #[serde(default)]
     pub status_reason: String,
+    /// What kind of failure made the host `failed` (absent otherwise). Workers decide recovery
+    /// from this, never from the wording of `status_reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
     /// Operating system version (`VERSION_ID`), empty until investigated.
     #[serde(default)]
     pub os_version: String,
@@ -147,6 +209,7 @@ impl Host {
             last_check: String::new(),
             source: String::new(),
             status_reason: String::new(),
+            failure: None,
             os_version: String::new(),
             ostree: false,
             boot_id: String::new(),
@@ -231,6 +294,14 @@ pub struct NodeView {
     pub checked_at: String,
 }
 
+/// The cluster a host belongs to (stored under `memberships/<address>`). It exists exactly
+/// when the cluster's `hostset` names the host; both are written in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The cluster's name.
+    pub cluster: String,
+}
+
 /// A node to remove from a container manager because its host left the cluster or was deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRemoval {
@@ -247,9 +318,9 @@ pub struct NodeRemoval {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterState {
-    /// Every member is `active` (or there are none).
+    /// Every member is available (or there are none).
     Ok,
-    /// Some member is not `active`.
+    /// Some member is not available.
     Degraded,
     /// Every member of a non-empty cluster is unavailable.
     Failed,
@@ -286,9 +357,10 @@ pub const DEFAULT_NETWORK: &str = "default";
 pub struct ClusterHostsSummary {
     /// Number of members.
     pub total: u64,
-    /// Members that are `active`.
+    /// Members that are available: `active`, or `disassociated` in a cluster without a
+    /// container manager.
     pub available: u64,
-    /// Members that are not `active`.
+    /// Members that are not available.
     pub unavailable: u64,
 }
 
@@ -339,12 +411,19 @@ impl ClusterNodesSummary {
 
 impl ClusterView {
     /// Computes the view of `cluster` given the state of each member (`None`: the host record
-    /// is missing, which counts as unavailable).
+    /// is missing, which counts as unavailable). A member is available when `active`, or
+    /// `disassociated` in a cluster without a container manager (nothing more is expected of
+    /// it there).
     pub fn compute(cluster: &Cluster, member_states: &[Option<HostState>]) -> Self {
         let total = member_states.len() as u64;
+        let unmanaged = cluster.container_manager.is_empty();
         let available = member_states
             .iter()
-            .filter(|s| **s == Some(HostState::Active))
+            .filter(|s| match s {
+                Some(HostState::Active) => true,
+                Some(HostState::Disassociated) => unmanaged,
+                _ => false,
+            })
             .count() as u64;
         let unavailable = total - available;
         let status = if total > 0 && unavailable == total {
@@ -546,6 +625,21 @@ mod tests {
             ClusterView::compute(&c, &[f, None]).status,
             ClusterState::Failed
         );
+        // Without a container manager nothing more than `disassociated` is expected.
+        let d = Some(HostState::Disassociated);
+        assert_eq!(ClusterView::compute(&c, &[d, d]).status, ClusterState::Ok);
+        let managed = Cluster {
+            container_manager: "k8s".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            ClusterView::compute(&managed, &[d, d]).status,
+            ClusterState::Failed
+        );
+        assert_eq!(
+            ClusterView::compute(&managed, &[a, d]).status,
+            ClusterState::Degraded
+        );
     }
 
     #[test]
@@ -582,7 +676,7 @@ mod tests {
                                 cpus in 0i64..1024, memory in 0i64..i64::MAX, space in 0i64..i64::MAX,
                                 reason in "\\PC{0,30}") {
             let h = Host { address: addr, status: st, os, cpus, memory, space,
-                           last_check: now_timestamp(), source: String::new(), status_reason: reason,
+                           last_check: now_timestamp(), source: String::new(), status_reason: reason, failure: None,
                            os_version: "7.4".into(), ostree: cpus % 2 == 0, boot_id: "b".into(),
                            bootstrapped: memory % 2 == 0 };
             let back: Host = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod facts;
+pub mod keys;
 mod shell;
 
 use std::fmt;

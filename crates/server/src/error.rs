@@ -1,12 +1,14 @@
 //! The one mapping from failures to HTTP responses.
 //!
-//! Every handler returns `Result<_, ApiError>`; the status and message chosen here are what the
+//! Every handler returns `Result<_, ApiError>`; domain failures become one by [`status_of`],
+//! the only place a domain error kind meets an HTTP status. The status and message are what the
 //! client sees, as `{"error": {"status": N, "message": "..."}}`. Internal details (store errors,
 //! I/O) are logged, never sent: the client gets a short operator-level message.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use domain::DomainError;
 use model::{ErrorBody, ErrorDetail, ValidationError};
 use store::StoreError;
 
@@ -57,6 +59,24 @@ impl ApiError {
     }
 }
 
+/// The one mapping from domain failures to HTTP: each kind has exactly one status.
+pub fn status_of(e: &DomainError) -> StatusCode {
+    match e {
+        DomainError::Invalid(_) => StatusCode::BAD_REQUEST,
+        DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+        DomainError::NotReady(_) => StatusCode::METHOD_NOT_ALLOWED,
+        DomainError::Conflict(_) => StatusCode::CONFLICT,
+        DomainError::Unavailable(_) | DomainError::Contended(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError::new(status_of(&e), e.to_string())
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         ApiError::bad_request(e.to_string())
@@ -65,13 +85,7 @@ impl From<ValidationError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "store unavailable");
-                ApiError::unavailable("the store is unreachable; try again later")
-            }
-            other => ApiError::internal(other),
-        }
+        DomainError::from(e).into()
     }
 }
 

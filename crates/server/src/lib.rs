@@ -270,12 +270,25 @@ fn server_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Seeds the `default` network, retrying in the background while the store is unreachable.
+/// Seeds the `default` network and the membership records of clusters written by older
+/// versions, retrying in the background while the store is unreachable.
 fn seed(store: SharedStore) {
     tokio::spawn(async move {
         for attempt in 0..600u32 {
-            match api::networks::seed_default(store.as_ref()).await {
-                Ok(()) => return,
+            let seeded = async {
+                domain::networks::seed_default(store.as_ref()).await?;
+                domain::clusters::backfill_memberships(store.as_ref()).await
+            };
+            match seeded.await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(
+                            records = n,
+                            "membership records written for existing clusters"
+                        );
+                    }
+                    return;
+                }
                 Err(e) => {
                     if attempt == 0 {
                         tracing::warn!(error = %e, "cannot seed the default network yet; retrying");
@@ -337,6 +350,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     let worker_handles = workers::start(ctx).await;
     let state = AppState {
+        domain: domain::Domain::new(store.clone(), sealer.clone(), jobs.clone()),
         store: store.clone(),
         sealer,
         jobs,

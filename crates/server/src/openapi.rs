@@ -41,7 +41,7 @@ impl utoipa::Modify for BasicAuthScheme {
         model::Host, model::HostState, model::HostCreds, model::HostStatus, model::HostStatusHost,
         model::Cluster, model::ClusterView, model::ClusterState, model::ClusterHostsSummary,
         model::Network, model::NetworkType, model::ContainerManagerConfig, model::ContainerManagerType,
-        model::ErrorBody, model::ErrorDetail, store::records::TrustedHostKey,
+        model::ErrorBody, model::ErrorDetail, model::TrustedHostKey,
         model::Operation, model::OperationKind, model::OperationStatus, model::OperationOptions,
         model::HostProgress, model::HostStep, model::NodeView, model::NodeRemoval, model::ClusterNodesSummary,
     )),

@@ -11,6 +11,8 @@ pub use workers::{Job, JobQueue, WorkerStatus};
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
 pub struct AppState {
+    /// The rules over the store that the API routes call.
+    pub domain: domain::Domain,
     /// The store.
     pub store: SharedStore,
     /// Seals and opens secrets.

@@ -5,7 +5,8 @@
 //! `hosts/<address>`, `clusters/<name>`, `cluster/<name>/restart|upgrade|deploy`,
 //! `networks/<name>`, `container_managers/<name>`, `secrets/hosts/<address>` (sealed
 //! [`HostCreds`]), `secrets/container_managers/<name>` (sealed secret options), `nodes/<address>`
-//! and `node_removals/<address>` (container-manager state of hosts).
+//! and `node_removals/<address>` (container-manager state of hosts), `memberships/<address>`
+//! (the cluster a host belongs to).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,10 @@ pub const HOST_KEYS: &str = "host_keys/";
 pub const OPERATIONS: &str = "cluster/";
 /// Prefix of container managers' views of host nodes (`nodes/<address>`, a [`model::NodeView`]).
 pub const NODES: &str = "nodes/";
+/// Prefix of membership records (`memberships/<address>`, a [`model::Membership`]): the one
+/// cluster a host belongs to. Written in the same transaction as the cluster's `hostset`, and
+/// compared by every transaction that adds a member, so a host can never be in two clusters.
+pub const MEMBERSHIPS: &str = "memberships/";
 /// Prefix of pending node removals (`node_removals/<address>`, a [`model::NodeRemoval`]),
 /// written with the change that takes a host out of its cluster and deleted once done.
 pub const NODE_REMOVALS: &str = "node_removals/";
@@ -51,17 +56,9 @@ pub fn host_key_record_key(address: &str) -> String {
     format!("{HOST_KEYS}{address}")
 }
 
-/// The SSH host key trusted for a host (public data, so stored in clear).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct TrustedHostKey {
-    /// The host's address.
-    pub address: String,
-    /// OpenSSH public key line, e.g. `ssh-ed25519 AAAA...`.
-    pub key: String,
-    /// `SHA256:...` fingerprint of the key.
-    pub fingerprint: String,
-    /// When the key was first trusted.
-    pub trusted_at: String,
+/// Key of a host's membership record.
+pub fn membership_key(address: &str) -> String {
+    format!("{MEMBERSHIPS}{address}")
 }
 
 /// Key of the container manager's view of a host's node.

@@ -25,8 +25,8 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::Ctx;
-use crate::hosts::{target, update_host};
-use crate::jobs::Job;
+use crate::Job;
+use crate::hosts::target;
 use crate::nodes;
 use crate::oscmd::OsCommands;
 
@@ -545,12 +545,10 @@ async fn step(
             // Nothing more to do on the host in this operation.
             drop_session(cache).await;
             let boot = result?;
-            let _ = update_host(ctx.store.as_ref(), address, |h| {
-                h.boot_id = boot.clone();
-                h.last_check = now_timestamp();
-                true
-            })
-            .await;
+            if let Err(e) = domain::hosts::record_contact(ctx.store.as_ref(), address, &boot).await
+            {
+                tracing::warn!(address, error = %e, "cannot record the host's new boot id");
+            }
             next.state = progress.after_verify();
         }
         HostAction::Uncordon => {

@@ -1,68 +1,11 @@
-//! Store access the workers share: compare-and-swap updates of host records, trusted host
-//! keys, and the SSH target of a host built from its sealed credentials.
+//! Store access the workers share: trusted host keys, the SSH target of a host built from its
+//! sealed credentials, and the failure kind of a remote error. Host state changes go through
+//! `domain::hosts::apply` (the lifecycle state machine).
 
-use base64::Engine;
-use model::{Cluster, Host, HostState, now_timestamp};
-use store::records::{
-    self, TrustedHostKey, get_host_creds, get_json, host_key, host_key_record_key, list_json,
-    put_json,
-};
+use model::{FailureKind, TrustedHostKey, now_timestamp};
+use store::records::{get_host_creds, get_json, host_key_record_key, put_json};
 use store::secrets::Sealer;
 use store::{Compare, Store, StoreError, StoreResult};
-use zeroize::Zeroizing;
-
-/// Bound on compare-and-swap retries of one host update.
-const ATTEMPTS: usize = 100;
-
-/// Applies `change` to the stored host with compare-and-swap, retrying when someone else
-/// wrote in between. `change` returns `false` to leave the record as it is. Returns the host
-/// as stored afterwards, or `None` if it no longer exists (deleted meanwhile).
-pub async fn update_host<F>(
-    store: &dyn Store,
-    address: &str,
-    mut change: F,
-) -> StoreResult<Option<Host>>
-where
-    F: FnMut(&mut Host) -> bool + Send,
-{
-    let key = host_key(address);
-    for _ in 0..ATTEMPTS {
-        let Some(current) = get_json::<Host>(store, &key).await? else {
-            return Ok(None);
-        };
-        let mut host = current.value.clone();
-        if !change(&mut host) || host == current.value {
-            return Ok(Some(current.value));
-        }
-        let out = store
-            .txn(
-                vec![Compare::ModRevision(key.clone(), current.mod_revision)],
-                vec![put_json(&key, &host)],
-            )
-            .await?;
-        if out.succeeded {
-            return Ok(Some(host));
-        }
-    }
-    Err(StoreError::Backend(format!(
-        "host {address} kept changing while being updated"
-    )))
-}
-
-/// Marks a host `failed` with `reason`.
-pub async fn fail_host(
-    store: &dyn Store,
-    address: &str,
-    reason: &str,
-) -> StoreResult<Option<Host>> {
-    tracing::warn!(address, reason, "host failed");
-    update_host(store, address, |h| {
-        h.status = HostState::Failed;
-        h.status_reason = reason.to_string();
-        true
-    })
-    .await
-}
 
 /// The host key trusted for `address`, if one was recorded.
 pub async fn trusted_key(store: &dyn Store, address: &str) -> StoreResult<Option<TrustedHostKey>> {
@@ -94,15 +37,6 @@ pub async fn record_first_key(
     Ok(())
 }
 
-/// The cluster `address` belongs to, if any.
-pub async fn cluster_of(store: &dyn Store, address: &str) -> StoreResult<Option<Cluster>> {
-    Ok(list_json::<Cluster>(store, records::CLUSTERS)
-        .await?
-        .into_iter()
-        .map(|c| c.value)
-        .find(|c| c.hostset.iter().any(|a| a == address)))
-}
-
 /// Why a host's SSH target could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -126,19 +60,8 @@ pub async fn target(
     let creds = get_host_creds(store, sealer, address)
         .await?
         .ok_or(TargetError::NoCreds)?;
-    let cleaned: Zeroizing<String> = Zeroizing::new(
-        creds
-            .ssh_priv_key
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect(),
-    );
-    let raw = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(cleaned.as_bytes())
-            .map_err(|_| TargetError::BadKey)?,
-    );
-    let text = Zeroizing::new(String::from_utf8(raw.to_vec()).map_err(|_| TargetError::BadKey)?);
+    let text = remote::keys::decode_private_key_b64(&creds.ssh_priv_key)
+        .map_err(|_| TargetError::BadKey)?;
     let known = trusted_key(store, address).await?.map(|k| k.key);
     Ok(remote::Target {
         address: address.to_string(),
@@ -156,5 +79,15 @@ pub fn describe_remote_error(address: &str, e: &remote::RemoteError) -> String {
             "SSH host key changed: trusted {expected}, host presented {got}; verify the host, then re-trust it with PUT /api/v0/host/{address}/hostkey"
         ),
         other => other.to_string(),
+    }
+}
+
+/// The failure kind of a remote error met while connecting: a changed host key and refused
+/// credentials need an operator; anything else means the host could not be reached.
+pub fn connect_failure(e: &remote::RemoteError) -> FailureKind {
+    match e {
+        remote::RemoteError::HostKeyChanged { .. } => FailureKind::HostKeyChanged,
+        remote::RemoteError::Auth(_) | remote::RemoteError::BadKey(_) => FailureKind::Credentials,
+        _ => FailureKind::Unreachable,
     }
 }

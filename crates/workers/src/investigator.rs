@@ -11,26 +11,34 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use model::{Host, HostState, Network, now_timestamp};
-use store::StoreError;
+use domain::DomainResult;
+use domain::hosts::{apply, cluster_of};
+use domain::lifecycle::{Event, HostFacts, ManagerKind};
+use model::{FailureKind, Host, HostState, Network};
 use store::records::{self, get_json, list_json, network_key};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::Ctx;
+use crate::Job;
 use crate::bootstrap::{self, Applied, Inputs};
-use crate::hosts::{
-    TargetError, cluster_of, describe_remote_error, fail_host, record_first_key, target,
-    update_host,
-};
-use crate::jobs::Job;
+use crate::hosts::{TargetError, connect_failure, describe_remote_error, record_first_key, target};
 use crate::nodes;
 use crate::oscmd::OsCommands;
 
 /// Investigations running at once.
 pub const MAX_CONCURRENT: usize = 32;
-/// Prefix of `status_reason` for hosts that could not be reached; the watcher brings such
-/// hosts back when they answer again.
-pub const UNREACHABLE: &str = "unreachable: ";
+
+/// Marks a host `failed` (if it is still being investigated) with a kind and a reason.
+async fn fail(
+    store: &dyn store::Store,
+    address: &str,
+    kind: FailureKind,
+    reason: &str,
+) -> DomainResult<()> {
+    tracing::warn!(address, kind = %kind, reason, "host failed");
+    apply(store, address, Event::Failed(kind, reason.to_string())).await?;
+    Ok(())
+}
 
 /// Runs the investigator until shutdown.
 pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
@@ -152,7 +160,7 @@ async fn investigate_with_retries(ctx: &Ctx, address: &str) {
 }
 
 /// One investigation. Errors returned are store errors (retry); host problems end in `failed`.
-async fn investigate(ctx: &Ctx, address: &str) -> Result<(), StoreError> {
+async fn investigate(ctx: &Ctx, address: &str) -> DomainResult<()> {
     let store = ctx.store.as_ref();
     let Some(host) = get_json::<Host>(store, &records::host_key(address)).await? else {
         return Ok(());
@@ -165,24 +173,19 @@ async fn investigate(ctx: &Ctx, address: &str) -> Result<(), StoreError> {
     }
     let target = match target(store, &ctx.sealer, address).await {
         Ok(t) => t,
-        Err(TargetError::Store(e)) => return Err(e),
-        Err(e) => {
-            fail_host(store, address, &e.to_string()).await?;
-            return Ok(());
-        }
+        Err(TargetError::Store(e)) => return Err(e.into()),
+        Err(e) => return fail(store, address, FailureKind::Credentials, &e.to_string()).await,
     };
     let first_contact = target.known_host_key.is_none();
     let (session, key) = match remote::Session::connect(&target, ctx.cfg.ssh).await {
         Ok(s) => s,
         Err(e) => {
-            let reason = match e {
-                remote::RemoteError::HostKeyChanged { .. }
-                | remote::RemoteError::Auth(_)
-                | remote::RemoteError::BadKey(_) => describe_remote_error(address, &e),
-                other => format!("{UNREACHABLE}{other}"),
+            let kind = connect_failure(&e);
+            let reason = match kind {
+                FailureKind::Unreachable => format!("unreachable: {e}"),
+                _ => describe_remote_error(address, &e),
             };
-            fail_host(store, address, &reason).await?;
-            return Ok(());
+            return fail(store, address, kind, &reason).await;
         }
     };
     if first_contact {
@@ -197,48 +200,39 @@ async fn investigate_connected(
     ctx: &Ctx,
     address: &str,
     session: &remote::Session,
-) -> Result<(), StoreError> {
+) -> DomainResult<()> {
     let store = ctx.store.as_ref();
     let facts = match session.facts().await {
         Ok(f) => f,
         Err(e) => {
-            fail_host(store, address, &format!("gathering facts: {e}")).await?;
-            return Ok(());
+            return fail(
+                store,
+                address,
+                FailureKind::Facts,
+                &format!("gathering facts: {e}"),
+            )
+            .await;
         }
     };
-    let updated = update_host(store, address, |h| {
-        if !matches!(
-            h.status,
-            HostState::Investigating | HostState::Bootstrapping
-        ) {
-            return false;
-        }
-        h.os = facts.os_id.clone();
-        h.os_version = facts.os_version.clone();
-        h.ostree = facts.ostree;
-        h.cpus = facts.cpus;
-        h.memory = facts.memory_kib;
-        h.space = facts.root_space_bytes;
-        h.boot_id = facts.boot_id.clone();
-        h.last_check = now_timestamp();
-        h.status = HostState::Bootstrapping;
-        h.status_reason.clear();
-        true
-    })
-    .await?;
-    match updated {
-        Some(h) if h.status == HostState::Bootstrapping => {}
-        // Deleted, or changed by someone else meanwhile: nothing more to do here.
+    let gathered = Event::FactsGathered(HostFacts {
+        os: facts.os_id.clone(),
+        os_version: facts.os_version.clone(),
+        ostree: facts.ostree,
+        cpus: facts.cpus,
+        memory: facts.memory_kib,
+        space: facts.root_space_bytes,
+        boot_id: facts.boot_id.clone(),
+    });
+    match apply(store, address, gathered).await? {
+        Some(o) if o.host.status == HostState::Bootstrapping => {}
+        // Deleted, or moved on meanwhile (e.g. it left the cluster it was re-bootstrapped for).
         _ => return Ok(()),
     }
     tracing::info!(address, os = %facts.os_id, ostree = facts.ostree, "facts gathered; bootstrapping");
 
     let os = match OsCommands::for_host(&facts.os_id, facts.ostree) {
         Ok(os) => os,
-        Err(e) => {
-            fail_host(store, address, &e).await?;
-            return Ok(());
-        }
+        Err(e) => return fail(store, address, FailureKind::Facts, &e).await,
     };
     let cluster = cluster_of(store, address).await?;
     let network = match &cluster {
@@ -246,13 +240,8 @@ async fn investigate_connected(
             Some(n) => Some(n.value),
             None if c.network == model::DEFAULT_NETWORK => Some(Network::default_network()),
             None => {
-                fail_host(
-                    store,
-                    address,
-                    &format!("network {} of cluster {} does not exist", c.network, c.name),
-                )
-                .await?;
-                return Ok(());
+                let reason = format!("network {} of cluster {} does not exist", c.network, c.name);
+                return fail(store, address, FailureKind::Configuration, &reason).await;
             }
         },
         None => None,
@@ -260,10 +249,7 @@ async fn investigate_connected(
     let manager = match &cluster {
         Some(c) => match nodes::manager_of_cluster(ctx, c).await {
             Ok(m) => m,
-            Err(e) => {
-                fail_host(store, address, &e).await?;
-                return Ok(());
-            }
+            Err(e) => return fail(store, address, FailureKind::Configuration, &e).await,
         },
         None => None,
     };
@@ -280,8 +266,8 @@ async fn investigate_connected(
     ) {
         Ok(p) => p,
         Err(e) => {
-            fail_host(store, address, &format!("bootstrap: {e}")).await?;
-            return Ok(());
+            let reason = format!("bootstrap: {e}");
+            return fail(store, address, FailureKind::Configuration, &reason).await;
         }
     };
     match bootstrap::run(session, &plan, ctx.cfg.ssh.command).await {
@@ -297,44 +283,27 @@ async fn investigate_connected(
                 }
                 other => other.to_string(),
             };
-            fail_host(store, address, &reason).await?;
-            return Ok(());
+            return fail(store, address, FailureKind::Bootstrap, &reason).await;
         }
     }
-    // In a cluster with a container manager the host is `active` once its node is Ready.
-    let final_state = match &manager {
-        None => HostState::Disassociated,
-        Some(m) if !m.has_nodes() => HostState::Active,
-        Some(m) => match nodes::join(ctx, m, address).await {
-            Ok(_) => HostState::Active,
-            Err(e) => {
-                // Bootstrap itself is done: remember it, so a retry only joins the node.
-                update_host(store, address, |h| {
-                    h.bootstrapped = true;
-                    true
-                })
-                .await?;
-                fail_host(
-                    store,
-                    address,
-                    &format!("{}{}: {e}", crate::watcher::NODE_FAILURE, m.cfg.name),
-                )
-                .await?;
-                return Ok(());
-            }
-        },
+    let kind = match &manager {
+        None => ManagerKind::None,
+        Some(m) if !m.has_nodes() => ManagerKind::Trivial,
+        Some(_) => ManagerKind::Nodes,
     };
-    update_host(store, address, |h| {
-        if h.status != HostState::Bootstrapping {
-            return false;
-        }
-        h.status = final_state;
-        h.bootstrapped = true;
-        h.status_reason.clear();
-        h.last_check = now_timestamp();
-        true
-    })
-    .await?;
-    tracing::info!(address, status = %final_state, "host ready");
+    let Some(done) = apply(store, address, Event::BootstrapDone(kind)).await? else {
+        return Ok(());
+    };
+    // With a manager that has nodes the host is `active` once its node is Ready.
+    if let Some(m) = manager.as_ref().filter(|m| m.has_nodes())
+        && done.host.status == HostState::Bootstrapping
+    {
+        let event = match nodes::join(ctx, m, address).await {
+            Ok(_) => Event::NodeReady,
+            Err(e) => Event::NodeJoinFailed(format!("container manager {}: {e}", m.cfg.name)),
+        };
+        apply(store, address, event).await?;
+    }
+    tracing::info!(address, "investigation finished");
     Ok(())
 }

@@ -16,7 +16,6 @@ pub mod bootstrap;
 pub mod clusterexec;
 pub mod hosts;
 pub mod investigator;
-pub mod jobs;
 pub mod nodes;
 pub mod oscmd;
 pub mod watcher;
@@ -31,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use bootstrap::{EtcdInfo, Templates};
-pub use jobs::{Job, JobQueue};
+pub use domain::jobs::{Job, JobQueue};
 
 /// Worker settings from the server configuration.
 pub struct WorkerConfig {

@@ -20,8 +20,8 @@ use store::records::{
 use tokio::sync::mpsc;
 
 use crate::Ctx;
-use crate::hosts::cluster_of;
-use crate::jobs::Job;
+use crate::Job;
+use domain::hosts::membership;
 
 /// How long a new host's node may take to become Ready when the manager does not say.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -312,7 +312,7 @@ async fn remove(ctx: &Ctx, address: &str) -> Result<(), String> {
     // Delete the request (only this version of it: the host may have been re-added and left
     // again meanwhile) and the stale view, unless the host is back in a cluster.
     let mut ops = vec![records::delete(&key)];
-    if cluster_of(store, address)
+    if membership(store, address)
         .await
         .map_err(|e| format!("store: {e}"))?
         .is_none()

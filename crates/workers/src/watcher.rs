@@ -4,9 +4,10 @@
 //! `failed`) with bounded concurrency, each at a random offset within the first half of the
 //! interval so checks do not arrive in bursts. A check reuses the host's open SSH session when
 //! it still works (a check is then one exec), reads the boot id, and updates `last_check`.
-//! An unreachable host becomes `failed` with a reason starting `unreachable: `; when it answers
-//! again it recovers (a bootstrapped host to its settled state, an unfinished one back to the
-//! investigator). Hosts deleted from the store drop out of the next round and their sessions
+//! An unreachable host becomes `failed` (failure kind `unreachable`); when it answers again it
+//! recovers (a bootstrapped host to its settled state, an unfinished one back to the
+//! investigator). What each observation does to a host is decided by the lifecycle state
+//! machine (`domain::lifecycle`), not here. Hosts deleted from the store drop out of the next round and their sessions
 //! are closed.
 
 use std::collections::HashMap;
@@ -14,16 +15,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use model::{ContainerManagerType, Host, HostState, now_timestamp};
+use domain::hosts::apply;
+use domain::lifecycle::{Event, NodeObservation};
+use model::{ContainerManagerType, FailureKind, Host, HostState};
 use rand::Rng;
-use store::records::{self, container_manager_key, list_json};
+use store::records::{self, container_manager_key, get_json, list_json};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::Ctx;
-use crate::hosts::{cluster_of, describe_remote_error, record_first_key, target, update_host};
-use crate::investigator::UNREACHABLE;
-use crate::jobs::Job;
+use crate::Job;
+use crate::hosts::{connect_failure, describe_remote_error, record_first_key, target};
 use crate::nodes;
 
 /// Checks running at once.
@@ -109,7 +111,7 @@ async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
 /// The outcome of contacting a host.
 enum Contact {
     Up { boot_id: String },
-    Down(String),
+    Down(FailureKind, String),
 }
 
 async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
@@ -135,7 +137,7 @@ async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
     let store = ctx.store.as_ref();
     let t = match target(store, &ctx.sealer, address).await {
         Ok(t) => t,
-        Err(e) => return Contact::Down(e.to_string()),
+        Err(e) => return Contact::Down(FailureKind::Credentials, e.to_string()),
     };
     let first = t.known_host_key.is_none();
     let timeouts = remote::Timeouts {
@@ -156,143 +158,67 @@ async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
                     pool.lock().await.insert(address.clone(), Arc::new(s));
                     Contact::Up { boot_id }
                 }
-                Ok(o) => Contact::Down(format!(
-                    "{UNREACHABLE}check command failed with status {}",
-                    o.status
-                )),
-                Err(e) => Contact::Down(format!("{UNREACHABLE}{e}")),
+                Ok(o) => Contact::Down(
+                    FailureKind::Unreachable,
+                    format!("unreachable: check command failed with status {}", o.status),
+                ),
+                Err(e) => Contact::Down(FailureKind::Unreachable, format!("unreachable: {e}")),
             }
         }
-        Err(e @ remote::RemoteError::HostKeyChanged { .. }) => {
-            Contact::Down(describe_remote_error(address, &e))
-        }
-        Err(e @ (remote::RemoteError::Auth(_) | remote::RemoteError::BadKey(_))) => {
-            Contact::Down(e.to_string())
-        }
-        Err(e) => Contact::Down(format!("{UNREACHABLE}{e}")),
+        Err(e) => match connect_failure(&e) {
+            FailureKind::Unreachable => {
+                Contact::Down(FailureKind::Unreachable, format!("unreachable: {e}"))
+            }
+            kind => Contact::Down(kind, describe_remote_error(address, &e)),
+        },
     }
 }
 
 async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, host: Host) {
     let store = ctx.store.as_ref();
     let address = host.address.clone();
-    match contact(ctx, pool, &host).await {
+    let event = match contact(ctx, pool, &host).await {
         Contact::Up { boot_id } => {
-            let recovering =
-                host.status == HostState::Failed && host.status_reason.starts_with(UNREACHABLE);
             // The container manager's view decides between `active` and `disassociated`.
             let node = if host.bootstrapped {
-                node_ready(ctx, managers, &address).await
+                observe(ctx, managers, &address).await
             } else {
-                NodeReady::Unknown
+                NodeObservation::Unknown
             };
-            let recovered_state = if recovering && host.bootstrapped {
-                Some(settled_state(ctx, &address, node.clone()).await)
-            } else {
-                None
-            };
-            let mut requeue = false;
-            let res = update_host(store, &address, |h| {
-                if !matches!(
-                    h.status,
-                    HostState::Active | HostState::Disassociated | HostState::Failed
-                ) {
-                    return false;
+            Event::Reachable { boot_id, node }
+        }
+        Contact::Down(kind, reason) => Event::CheckFailed(kind, reason),
+    };
+    match apply(store, &address, event).await {
+        Ok(Some(o)) => {
+            let now = o.host.status;
+            if now != host.status {
+                if now == HostState::Failed {
+                    tracing::warn!(address = %address, reason = %o.host.status_reason, "host failed its check");
+                } else {
+                    tracing::info!(address = %address, from = %host.status, to = %now, "host state changed by its check");
                 }
-                h.last_check = now_timestamp();
-                h.boot_id = boot_id.clone();
-                if h.bootstrapped {
-                    match (&node, h.status) {
-                        (NodeReady::Ready, HostState::Disassociated) => {
-                            h.status = HostState::Active;
-                            h.status_reason.clear();
-                        }
-                        (NodeReady::Ready, HostState::Failed)
-                            if h.status_reason.starts_with(NODE_FAILURE) =>
-                        {
-                            h.status = HostState::Active;
-                            h.status_reason.clear();
-                        }
-                        (NodeReady::NotReady(why), HostState::Active) => {
-                            h.status = HostState::Disassociated;
-                            h.status_reason = format!("node not Ready: {why}");
-                        }
-                        _ => {}
-                    }
-                }
-                if h.status == HostState::Failed && h.status_reason.starts_with(UNREACHABLE) {
-                    h.status_reason.clear();
-                    match recovered_state {
-                        Some(s) if h.bootstrapped => h.status = s,
-                        _ => {
-                            // Never finished bootstrap: hand it back to the investigator.
-                            h.status = HostState::Investigating;
-                            requeue = true;
-                        }
-                    }
-                }
-                true
-            })
-            .await;
-            match res {
-                Ok(Some(h)) if recovering && h.status != HostState::Failed => {
-                    tracing::info!(address = %address, status = %h.status, "host recovered");
-                    if requeue {
-                        ctx.jobs.push(Job::Investigate {
-                            address: address.clone(),
-                        });
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(address = %address, error = %e, "cannot record check"),
+            }
+            if o.investigate {
+                ctx.jobs.push(Job::Investigate {
+                    address: address.clone(),
+                });
             }
         }
-        Contact::Down(reason) => {
-            let res = update_host(store, &address, |h| {
-                if !matches!(
-                    h.status,
-                    HostState::Active | HostState::Disassociated | HostState::Failed
-                ) {
-                    return false;
-                }
-                if h.status == HostState::Failed && h.status_reason == reason {
-                    return false;
-                }
-                h.status = HostState::Failed;
-                h.status_reason = reason.clone();
-                true
-            })
-            .await;
-            if let Ok(Some(h)) = res
-                && h.status == HostState::Failed
-                && host.status != HostState::Failed
-            {
-                tracing::warn!(address = %address, reason = %reason, "host failed its check");
-            }
-        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(address = %address, error = %e, "cannot record check"),
     }
 }
 
-/// Prefix of `status_reason` of hosts that failed because of their container manager; the
-/// watcher makes them `active` once their node is Ready.
-pub const NODE_FAILURE: &str = "container manager ";
-
-/// A host's node as far as the watcher is concerned.
-#[derive(Clone, Debug)]
-enum NodeReady {
-    /// No manager with nodes, or its API could not be asked.
-    Unknown,
-    /// No manager with nodes (no cluster, no manager, or the trivial one).
-    NoNodes,
-    /// Registered and Ready.
-    Ready,
-    /// Not registered or not Ready, and why.
-    NotReady(String),
+/// The container manager of each member of a cluster with one, loaded once per round:
+/// `Trivial`, or a manager with nodes (`None` when it exists but cannot be used this round,
+/// e.g. its CA file is gone). Hosts in no cluster, or in one without a manager, are absent.
+enum MemberManager {
+    Trivial,
+    Nodes(Option<Arc<nodes::Manager>>),
 }
 
-/// The container managers with nodes, by member address, loaded once per round (`None`: the
-/// manager exists but cannot be used, e.g. its CA file is gone).
-type Managers = Arc<HashMap<String, Option<Arc<nodes::Manager>>>>;
+type Managers = Arc<HashMap<String, Arc<MemberManager>>>;
 
 async fn managers_by_host(ctx: &Ctx) -> Managers {
     let mut out = HashMap::new();
@@ -303,27 +229,16 @@ async fn managers_by_host(ctx: &Ctx) -> Managers {
             return Arc::new(out);
         }
     };
-    let mut loaded: HashMap<String, Option<Arc<nodes::Manager>>> = HashMap::new();
+    let mut loaded: HashMap<String, Option<Arc<MemberManager>>> = HashMap::new();
     for c in clusters.into_iter().map(|c| c.value) {
         if c.container_manager.is_empty() {
             continue;
         }
         if !loaded.contains_key(&c.container_manager) {
-            let m = match nodes::load_manager(ctx, &c.container_manager).await {
-                Ok(Some(m)) if m.has_nodes() => Some(Some(Arc::new(m))),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(manager = %c.container_manager, error = %e, "container manager unusable this round");
-                    Some(None)
-                }
-            };
-            if let Some(m) = m {
-                loaded.insert(c.container_manager.clone(), m);
-            } else {
-                continue;
-            }
+            let m = load_member_manager(ctx, &c.container_manager).await;
+            loaded.insert(c.container_manager.clone(), m.map(Arc::new));
         }
-        if let Some(m) = loaded.get(&c.container_manager) {
+        if let Some(Some(m)) = loaded.get(&c.container_manager) {
             for a in c.hostset {
                 out.insert(a, m.clone());
             }
@@ -332,51 +247,54 @@ async fn managers_by_host(ctx: &Ctx) -> Managers {
     Arc::new(out)
 }
 
-/// Asks the host's container manager about its node and stores the view.
-async fn node_ready(ctx: &Ctx, managers: &Managers, address: &str) -> NodeReady {
-    let m = match managers.get(address) {
-        Some(Some(m)) => m,
-        Some(None) => return NodeReady::Unknown,
-        None => return NodeReady::NoNodes,
+/// `None` when no such manager exists (its cluster counts as unmanaged).
+async fn load_member_manager(ctx: &Ctx, name: &str) -> Option<MemberManager> {
+    let kind = match get_json::<model::ContainerManagerConfig>(
+        ctx.store.as_ref(),
+        &container_manager_key(name),
+    )
+    .await
+    {
+        Ok(Some(cm)) => cm.value.kind,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(manager = %name, error = %e, "cannot read container manager this round");
+            return Some(MemberManager::Nodes(None));
+        }
+    };
+    if kind == ContainerManagerType::Trivial {
+        return Some(MemberManager::Trivial);
+    }
+    match nodes::load_manager(ctx, name).await {
+        Ok(Some(m)) => Some(MemberManager::Nodes(Some(Arc::new(m)))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(manager = %name, error = %e, "container manager unusable this round");
+            Some(MemberManager::Nodes(None))
+        }
+    }
+}
+
+/// What the host's container manager says of its node (the view is stored for the API).
+async fn observe(ctx: &Ctx, managers: &Managers, address: &str) -> NodeObservation {
+    let m = match managers.get(address).map(|m| m.as_ref()) {
+        None => return NodeObservation::NoManager,
+        Some(MemberManager::Trivial) => return NodeObservation::Trivial,
+        Some(MemberManager::Nodes(None)) => return NodeObservation::Unknown,
+        Some(MemberManager::Nodes(Some(m))) => m,
     };
     match m.api.view(address).await {
         Ok(view) => {
             nodes::save_view(ctx, address, &view).await;
             if view.ready {
-                NodeReady::Ready
+                NodeObservation::Ready
             } else {
-                NodeReady::NotReady(view.reason)
+                NodeObservation::NotReady(view.reason)
             }
         }
         Err(e) => {
             tracing::warn!(address, error = %e, "cannot read the node");
-            NodeReady::Unknown
+            NodeObservation::Unknown
         }
-    }
-}
-
-/// The state a bootstrapped host returns to: `active` when its node is Ready or its cluster's
-/// manager is the trivial one, `disassociated` otherwise.
-async fn settled_state(ctx: &Ctx, address: &str, node: NodeReady) -> HostState {
-    match node {
-        NodeReady::Ready => return HostState::Active,
-        NodeReady::NotReady(_) | NodeReady::Unknown => return HostState::Disassociated,
-        NodeReady::NoNodes => {}
-    }
-    let store = ctx.store.as_ref();
-    let Ok(Some(cluster)) = cluster_of(store, address).await else {
-        return HostState::Disassociated;
-    };
-    if cluster.container_manager.is_empty() {
-        return HostState::Disassociated;
-    }
-    match store::records::get_json::<model::ContainerManagerConfig>(
-        store,
-        &container_manager_key(&cluster.container_manager),
-    )
-    .await
-    {
-        Ok(Some(cm)) if cm.value.kind == ContainerManagerType::Trivial => HostState::Active,
-        _ => HostState::Disassociated,
     }
 }

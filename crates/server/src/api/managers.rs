@@ -1,60 +1,22 @@
-//! Container-manager routes. Secret options (`token`) are sealed in their own record and shown
-//! as `<redacted>`; the stored configuration record never holds them in clear.
-
-use std::collections::BTreeMap;
+//! Container-manager routes. The rules (secrets sealed apart and redacted, identical re-PUT,
+//! managers in use) are in `domain::managers`.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use model::{Cluster, ContainerManagerConfig, ContainerManagerRequest, SECRET_OPTION_KEYS};
-use store::records::{
-    self, container_manager_key, container_manager_secrets_key, get_container_manager_secrets,
-    get_json, list_json, list_names, put_container_manager_secrets, put_json,
-};
-use store::{Compare, Op};
+use domain::managers;
+use model::{ContainerManagerConfig, ContainerManagerRequest};
 
-use super::{CAS_ATTEMPTS, body_fields, cas_backoff, too_contended, url_name};
-use crate::error::{ApiError, ApiResult};
+use super::{body_fields, url_name};
+use crate::error::ApiResult;
 use crate::state::AppState;
-
-/// Splits secret options out of a configuration: (record to store, secrets to seal).
-fn split_secrets(
-    cfg: &ContainerManagerConfig,
-) -> (ContainerManagerConfig, BTreeMap<String, serde_json::Value>) {
-    let mut public = cfg.clone();
-    let mut secrets = BTreeMap::new();
-    for key in SECRET_OPTION_KEYS {
-        if let Some(v) = public.options.remove(*key) {
-            secrets.insert(key.to_string(), v);
-        }
-    }
-    (public, secrets)
-}
-
-/// Reads a configuration with its secrets opened (for comparison and for the workers).
-pub async fn load_full(
-    state: &AppState,
-    name: &str,
-) -> ApiResult<Option<(ContainerManagerConfig, i64)>> {
-    let store = state.store.as_ref();
-    let Some(v) = get_json::<ContainerManagerConfig>(store, &container_manager_key(name)).await?
-    else {
-        return Ok(None);
-    };
-    let mut cfg = v.value;
-    cfg.options
-        .extend(get_container_manager_secrets(store, &state.sealer, name).await?);
-    Ok(Some((cfg, v.mod_revision)))
-}
 
 /// `GET /api/v0/containermanagers`
 #[utoipa::path(get, path = "/api/v0/containermanagers", tag = "container managers",
     responses((status = 200, body = Vec<String>, description = "Container manager names")))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>> {
-    Ok(Json(
-        list_names(state.store.as_ref(), records::CONTAINER_MANAGERS).await?,
-    ))
+    Ok(Json(managers::list(&state.domain).await?))
 }
 
 /// `GET /api/v0/containermanager/{name}` — secret options are shown as `<redacted>`.
@@ -66,10 +28,7 @@ pub async fn get_one(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ContainerManagerConfig>> {
     let name = url_name("name", &name)?;
-    load_full(&state, &name)
-        .await?
-        .map(|(cfg, _)| Json(cfg.redacted()))
-        .ok_or_else(|| ApiError::not_found(format!("container manager {name} does not exist")))
+    Ok(Json(managers::get(&state.domain, &name).await?))
 }
 
 /// `PUT /api/v0/containermanager/{name}` — create; identical → 201 without a write; different → 409.
@@ -84,40 +43,8 @@ pub async fn put(
 ) -> ApiResult<(StatusCode, Json<ContainerManagerConfig>)> {
     let name = url_name("name", &name)?;
     let cfg = ContainerManagerRequest::from_json(&name, &body_fields(&body)?)?;
-    // Build the client now: an unreadable CA or certificate file is the operator's to fix,
-    // and better told here than when the first host joins.
-    kube::manager_for(&cfg).map_err(|e| ApiError::bad_request(format!("options: {e}")))?;
-    let key = container_manager_key(&name);
-    for attempt in 0..CAS_ATTEMPTS {
-        if let Some((existing, _)) = load_full(&state, &name).await? {
-            return if existing == cfg {
-                Ok((StatusCode::CREATED, Json(existing.redacted())))
-            } else {
-                Err(ApiError::conflict(format!(
-                    "container manager {name} already exists with a different configuration; delete it first to change it"
-                )))
-            };
-        }
-        let (public, secrets) = split_secrets(&cfg);
-        let mut ops = vec![put_json(&key, &public)];
-        if !secrets.is_empty() {
-            ops.push(put_container_manager_secrets(
-                &state.sealer,
-                &name,
-                &secrets,
-            ));
-        }
-        let out = state
-            .store
-            .txn(vec![Compare::Absent(key.clone())], ops)
-            .await?;
-        if out.succeeded {
-            tracing::info!(container_manager = %name, "container manager created");
-            return Ok((StatusCode::CREATED, Json(cfg.redacted())));
-        }
-        cas_backoff(attempt).await;
-    }
-    Err(too_contended(&format!("container manager {name}")))
+    let cfg = managers::put(&state.domain, cfg).await?;
+    Ok((StatusCode::CREATED, Json(cfg)))
 }
 
 /// `DELETE /api/v0/containermanager/{name}`
@@ -130,42 +57,6 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<String>>> {
     let name = url_name("name", &name)?;
-    let key = container_manager_key(&name);
-    for attempt in 0..CAS_ATTEMPTS {
-        let Some(existing) = state.store.get(&key).await? else {
-            return Err(ApiError::not_found(format!(
-                "container manager {name} does not exist"
-            )));
-        };
-        let clusters = list_json::<Cluster>(state.store.as_ref(), records::CLUSTERS).await?;
-        let users: Vec<&str> = clusters
-            .iter()
-            .filter(|c| c.value.container_manager == name)
-            .map(|c| c.value.name.as_str())
-            .collect();
-        if !users.is_empty() {
-            return Err(ApiError::conflict(format!(
-                "container manager {name} is used by cluster(s) {}; change their container_manager first",
-                users.join(", ")
-            )));
-        }
-        let out = state
-            .store
-            .txn(
-                vec![Compare::ModRevision(key.clone(), existing.mod_revision)],
-                vec![
-                    Op::Delete { key: key.clone() },
-                    Op::Delete {
-                        key: container_manager_secrets_key(&name),
-                    },
-                ],
-            )
-            .await?;
-        if out.succeeded {
-            tracing::info!(container_manager = %name, "container manager deleted");
-            return Ok(Json(vec![]));
-        }
-        cas_backoff(attempt).await;
-    }
-    Err(too_contended(&format!("container manager {name}")))
+    managers::delete(&state.domain, &name).await?;
+    Ok(Json(vec![]))
 }

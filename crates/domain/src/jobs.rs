@@ -1,4 +1,5 @@
-//! The in-process job queues between the API and the workers.
+//! The in-process job queues between the domain (which writes a record, then names it in a
+//! job) and the workers.
 //!
 //! Jobs only name a record: the record in the store says what to do, so a job lost in a crash
 //! is recovered by the worker's own scan of the store when it starts (unfinished hosts for the

@@ -1,0 +1,371 @@
+//! Hosts: create (by an operator or by the host itself), read, delete, credentials, status,
+//! trusted SSH host keys, and [`apply`], the one way a host's state changes.
+
+use std::net::IpAddr;
+
+use model::{
+    Cluster, Fields, Host, HostCreateRequest, HostCreds, HostStatus, HostStatusHost, Membership,
+    NodeView, TrustedHostKey, canonical_address, now_timestamp,
+};
+use store::records::{
+    self, cluster_key, get_host_creds, get_json, host_creds_key, host_key, host_key_record_key,
+    list_json, membership_key, node_key, put_host_creds, put_json,
+};
+use store::{Compare, Store, StoreResult};
+
+use crate::Domain;
+use crate::clusters::{self, manager_kind};
+use crate::error::{DomainError, DomainResult};
+use crate::jobs::Job;
+use crate::lifecycle::{self, Event, ManagerKind, Outcome};
+use crate::txn::{Plan, pin, transact};
+
+/// Reads a host or answers not found.
+pub async fn load(store: &dyn Store, address: &str) -> DomainResult<records::Versioned<Host>> {
+    get_json::<Host>(store, &host_key(address))
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("host {address} does not exist")))
+}
+
+/// Every host.
+pub async fn list(d: &Domain) -> DomainResult<Vec<Host>> {
+    let hosts = list_json::<Host>(d.store.as_ref(), records::HOSTS).await?;
+    Ok(hosts.into_iter().map(|v| v.value).collect())
+}
+
+/// One host.
+pub async fn get(d: &Domain, address: &str) -> DomainResult<Host> {
+    Ok(load(d.store.as_ref(), address).await?.value)
+}
+
+/// The name of the cluster `address` belongs to (one point read of its membership record).
+pub async fn membership(store: &dyn Store, address: &str) -> StoreResult<Option<String>> {
+    Ok(get_json::<Membership>(store, &membership_key(address))
+        .await?
+        .map(|m| m.value.cluster))
+}
+
+/// The cluster `address` belongs to, if any.
+pub async fn cluster_of(store: &dyn Store, address: &str) -> StoreResult<Option<Cluster>> {
+    let Some(name) = membership(store, address).await? else {
+        return Ok(None);
+    };
+    Ok(get_json::<Cluster>(store, &cluster_key(&name))
+        .await?
+        .map(|c| c.value))
+}
+
+/// Peer address as a host address: IPv4-mapped IPv6 peers become plain IPv4.
+fn peer_address(peer: IpAddr) -> String {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// Self-registration (`PUT /host`): the address comes from the body, or else from the TCP
+/// peer (the host calling at first boot).
+pub async fn register(d: &Domain, peer: IpAddr, req: HostCreateRequest) -> DomainResult<Host> {
+    let address = match &req.address {
+        Some(a) => a.clone(),
+        None => canonical_address("address", &peer_address(peer))?,
+    };
+    create(d, address, req).await
+}
+
+/// Creates a host (status `investigating`, creds sealed), joins the named cluster in the same
+/// transaction, and queues its investigation. An existing host with the same key (and already
+/// in the named cluster) is answered as stored, without a write.
+pub async fn create(d: &Domain, address: String, req: HostCreateRequest) -> DomainResult<Host> {
+    let key_b64 = req.ssh_priv_key.clone().unwrap_or_default();
+    remote::keys::check_private_key_b64(&key_b64)
+        .map_err(|e| DomainError::invalid(format!("ssh_priv_key: {e}")))?;
+    let store = d.store.as_ref();
+    let (address, req, key_b64) = (&address, &req, &key_b64);
+    let (host, created) = transact(store, &format!("host {address}"), || async move {
+        let cluster = match &req.cluster {
+            Some(name) => Some(get_json::<Cluster>(store, &cluster_key(name)).await?.ok_or_else(
+                || DomainError::conflict(format!("cluster {name} does not exist; create it first")),
+            )?),
+            None => None,
+        };
+        if let Some(existing) = get_json::<Host>(store, &host_key(address)).await? {
+            let creds = get_host_creds(store, &d.sealer, address).await?;
+            if creds.is_none_or(|c| c.ssh_priv_key != *key_b64) {
+                return Err(DomainError::conflict(format!(
+                    "host {address} already exists with a different ssh_priv_key; delete it first to replace it"
+                )));
+            }
+            if let Some(c) = &cluster
+                && !c.value.hostset.contains(address)
+            {
+                return Err(DomainError::conflict(format!(
+                    "host {address} already exists and is not a member of cluster {}",
+                    c.value.name
+                )));
+            }
+            return Ok(Plan::Done((existing.value, false)));
+        }
+        let host = Host::new(address.clone());
+        let creds = HostCreds {
+            address: address.clone(),
+            ssh_priv_key: key_b64.clone(),
+            remote_user: req.remote_user.clone(),
+        };
+        let mut compares = vec![
+            Compare::Absent(host_key(address)),
+            Compare::Absent(host_creds_key(address)),
+        ];
+        let mut ops = vec![
+            put_json(&host_key(address), &host),
+            put_host_creds(&d.sealer, &creds),
+        ];
+        if let Some(mut c) = cluster {
+            let mkey = membership_key(address);
+            compares.push(Compare::ModRevision(cluster_key(&c.value.name), c.mod_revision));
+            // A leftover membership (the host was deleted while one was being written) would
+            // mean another cluster: absent is the only acceptable state for a new host.
+            compares.push(Compare::Absent(mkey.clone()));
+            c.value.hostset.push(address.clone());
+            ops.push(put_json(&cluster_key(&c.value.name), &c.value));
+            ops.push(put_json(
+                &mkey,
+                &Membership {
+                    cluster: c.value.name.clone(),
+                },
+            ));
+        }
+        Ok(Plan::write(compares, ops, (host, true)))
+    })
+    .await?;
+    if created {
+        tracing::info!(address = %address, "host registered; investigation queued");
+        d.jobs.push(Job::Investigate {
+            address: address.clone(),
+        });
+    }
+    Ok(host)
+}
+
+/// Deletes a host, its credentials and trusted key, and takes it out of its cluster (and its
+/// node out of the cluster's manager) in the same transaction.
+pub async fn delete(d: &Domain, address: &str) -> DomainResult<()> {
+    let store = d.store.as_ref();
+    let removals = transact(store, &format!("host {address}"), || async move {
+        let host = load(store, address).await?;
+        let mkey = membership_key(address);
+        let m = get_json::<Membership>(store, &mkey).await?;
+        let mut compares = vec![
+            Compare::ModRevision(host_key(address), host.mod_revision),
+            pin(&mkey, m.as_ref().map(|m| m.mod_revision)),
+        ];
+        let mut ops = vec![
+            records::delete(&host_key(address)),
+            records::delete(&host_creds_key(address)),
+            records::delete(&host_key_record_key(address)),
+        ];
+        let mut removals = vec![];
+        if let Some(m) = m {
+            ops.push(records::delete(&mkey));
+            let ckey = cluster_key(&m.value.cluster);
+            if let Some(mut c) = get_json::<Cluster>(store, &ckey).await? {
+                compares.push(Compare::ModRevision(ckey.clone(), c.mod_revision));
+                removals = clusters::node_removal_ops(
+                    store,
+                    &c.value,
+                    std::slice::from_ref(&address.to_string()),
+                )
+                .await?;
+                c.value.hostset.retain(|a| a != address);
+                // The cluster first: its event precedes the host's deletion.
+                ops.insert(0, put_json(&ckey, &c.value));
+            }
+        }
+        ops.extend(removals.iter().cloned());
+        Ok(Plan::write(compares, ops, removals))
+    })
+    .await?;
+    clusters::queue_node_removals(d, &removals);
+    tracing::info!(address = %address, "host deleted");
+    Ok(())
+}
+
+/// A host's credentials (the private key: the most privileged read of the API).
+pub async fn creds(d: &Domain, address: &str) -> DomainResult<HostCreds> {
+    let creds = get_host_creds(d.store.as_ref(), &d.sealer, address)
+        .await?
+        .ok_or_else(|| DomainError::not_found(format!("host {address} has no credentials")))?;
+    tracing::info!(address = %address, "host credentials read");
+    Ok(creds)
+}
+
+/// A host's status: its own state and, when its cluster has a container manager, the
+/// manager's view of its node (as the workers last saw it; the trivial manager's is computed).
+pub async fn status(d: &Domain, address: &str) -> DomainResult<HostStatus> {
+    let store = d.store.as_ref();
+    let host = load(store, address).await?.value;
+    let cluster = cluster_of(store, address).await?;
+    let container_manager = match &cluster {
+        None => None,
+        Some(c) => match manager_kind(store, c).await? {
+            ManagerKind::None => None,
+            ManagerKind::Trivial => Some(NodeView {
+                container_manager: c.container_manager.clone(),
+                node: address.to_string(),
+                registered: true,
+                ready: true,
+                unschedulable: false,
+                managed: true,
+                reason: "trivial container manager".into(),
+                kubelet_version: String::new(),
+                checked_at: now_timestamp(),
+            }),
+            ManagerKind::Nodes => Some(
+                get_json::<NodeView>(store, &node_key(address))
+                    .await?
+                    .map(|v| v.value)
+                    .unwrap_or_else(|| NodeView {
+                        container_manager: c.container_manager.clone(),
+                        node: address.to_string(),
+                        reason: "the node has not been observed yet".into(),
+                        ..NodeView::default()
+                    }),
+            ),
+        },
+    };
+    let (kind, view) = match container_manager {
+        Some(v) => (
+            "container_manager",
+            serde_json::to_value(v).map_err(|e| DomainError::Internal(e.to_string()))?,
+        ),
+        None => ("host_only", serde_json::json!({})),
+    };
+    Ok(HostStatus {
+        kind: kind.to_string(),
+        host: HostStatusHost {
+            status: host.status,
+            last_check: host.last_check,
+            status_reason: host.status_reason,
+        },
+        container_manager: view,
+    })
+}
+
+/// The SSH host key trusted for a host.
+pub async fn hostkey(d: &Domain, address: &str) -> DomainResult<TrustedHostKey> {
+    let store = d.store.as_ref();
+    load(store, address).await?;
+    get_json::<TrustedHostKey>(store, &host_key_record_key(address))
+        .await?
+        .map(|v| v.value)
+        .ok_or_else(|| {
+            DomainError::not_found(format!(
+                "no SSH host key is recorded for host {address} yet (it is recorded at first contact)"
+            ))
+        })
+}
+
+/// Re-trusts a host whose SSH host key changed: with `{"key": "ssh-ed25519 AAAA..."}` exactly
+/// that key, with no key whatever the host presents at the next contact. A `failed` host is
+/// investigated again.
+pub async fn trust_hostkey(d: &Domain, address: &str, fields: &Fields) -> DomainResult<Host> {
+    let key = match fields.get("key") {
+        None => None,
+        Some(serde_json::Value::String(k)) => {
+            let parsed = remote::keys::parse_public_key(k)
+                .map_err(|e| DomainError::invalid(format!("key: {e}")))?;
+            Some(TrustedHostKey {
+                address: address.to_string(),
+                key: parsed.openssh,
+                fingerprint: parsed.fingerprint,
+                trusted_at: now_timestamp(),
+            })
+        }
+        Some(other) => {
+            return Err(DomainError::invalid(format!(
+                "key: must be a string, got {}",
+                model::describe(other)
+            )));
+        }
+    };
+    let store = d.store.as_ref();
+    let key = &key;
+    let outcome = transact(store, &format!("host {address}"), || async move {
+        let host = load(store, address).await?;
+        let outcome = lifecycle::apply(&host.value, &Event::HostKeyRetrusted, &now_timestamp())
+            .map_err(|e| DomainError::Conflict(e.to_string()))?;
+        let rk = host_key_record_key(address);
+        let mut ops = vec![match key {
+            Some(k) => put_json(&rk, k),
+            None => records::delete(&rk),
+        }];
+        if outcome.host != host.value {
+            ops.push(put_json(&host_key(address), &outcome.host));
+        }
+        let cmp = Compare::ModRevision(host_key(address), host.mod_revision);
+        Ok(Plan::write(vec![cmp], ops, outcome))
+    })
+    .await?;
+    tracing::info!(address = %address, explicit = key.is_some(), "host key re-trusted");
+    if outcome.investigate {
+        d.jobs.push(Job::Investigate {
+            address: address.to_string(),
+        });
+    }
+    Ok(outcome.host)
+}
+
+/// Applies a lifecycle event to the stored host in one compare-and-swap (retried when someone
+/// else wrote in between). `None` when the host no longer exists. Jobs the outcome asks for are
+/// the caller's to queue (workers queue on their own queue).
+pub async fn apply(
+    store: &dyn Store,
+    address: &str,
+    event: Event,
+) -> DomainResult<Option<Outcome>> {
+    let event = &event;
+    transact(store, &format!("host {address}"), || async move {
+        let Some(current) = get_json::<Host>(store, &host_key(address)).await? else {
+            return Ok(Plan::Done(None));
+        };
+        let outcome = lifecycle::apply(&current.value, event, &now_timestamp())
+            .map_err(|e| DomainError::NotReady(e.to_string()))?;
+        if outcome.host == current.value {
+            return Ok(Plan::Done(Some(outcome)));
+        }
+        Ok(Plan::write(
+            vec![Compare::ModRevision(
+                host_key(address),
+                current.mod_revision,
+            )],
+            vec![put_json(&host_key(address), &outcome.host)],
+            Some(outcome),
+        ))
+    })
+    .await
+}
+
+/// Records the boot id and check time of a host seen during a rolling operation (not a state
+/// change: the operation's own record tracks the host).
+pub async fn record_contact(store: &dyn Store, address: &str, boot_id: &str) -> DomainResult<()> {
+    transact(store, &format!("host {address}"), || async move {
+        let Some(current) = get_json::<Host>(store, &host_key(address)).await? else {
+            return Ok(Plan::Done(()));
+        };
+        let mut h = current.value;
+        h.boot_id = boot_id.to_string();
+        h.last_check = now_timestamp();
+        Ok(Plan::write(
+            vec![Compare::ModRevision(
+                host_key(address),
+                current.mod_revision,
+            )],
+            vec![put_json(&host_key(address), &h)],
+            (),
+        ))
+    })
+    .await
+}
