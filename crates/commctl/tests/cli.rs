@@ -507,7 +507,13 @@ fn networks_container_managers_and_clusters() {
         out.stdout.contains("overlay") && out.stdout.contains("plain"),
         "{out:?}"
     );
-    env.run(&["cluster", "create", "staging"]).ok();
+    // The embedded store cannot back flannel: a cluster on the default network is refused,
+    // and the message says what to do instead.
+    let out = env.run(&["cluster", "create", "staging"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("flannel_server"), "{out:?}");
+    env.run(&["cluster", "create", "-n", "overlay", "staging"])
+        .ok();
     let out = env.run(&["cluster", "get", "prod"]).ok();
     for want in ["prod", "overlay", "plain", "hosts total", "hosts available"] {
         assert!(out.stdout.contains(want), "{want}: {out:?}");
@@ -595,7 +601,18 @@ fn hosts() {
     let (other_key, other_pub) = keypair(env.home.path(), "otherkey");
     let key_s = key.to_str().unwrap();
 
-    env.run(&["cluster", "create", "prod"]).ok();
+    env.run(&[
+        "network",
+        "create",
+        "overlay",
+        "-t",
+        "flannel_server",
+        "-o",
+        r#"{"address": "127.0.0.1:8080"}"#,
+    ])
+    .ok();
+    env.run(&["cluster", "create", "-n", "overlay", "prod"])
+        .ok();
     let out = env
         .run(&["host", "create", "127.0.5.1", key_s, "-c", "prod"])
         .ok();
@@ -1098,7 +1115,18 @@ fn tls_with_a_custom_ca_and_client_certificates() {
 fn rolling_operations_against_the_real_server() {
     let server = Server::start();
     let env = Env::for_server(&server);
-    env.run(&["cluster", "create", "prod"]).ok();
+    env.run(&[
+        "network",
+        "create",
+        "overlay",
+        "-t",
+        "flannel_server",
+        "-o",
+        r#"{"address": "127.0.0.1:8080"}"#,
+    ])
+    .ok();
+    env.run(&["cluster", "create", "-n", "overlay", "prod"])
+        .ok();
     // The routes come with the rolling-operations work; skip if this server has none yet.
     let probe = http()
         .get(format!("{}/api/v0/cluster/prod/restart", server.url))

@@ -180,8 +180,7 @@ pub async fn delete(d: &Domain, address: &str) -> DomainResult<()> {
                 )
                 .await?;
                 c.value.hostset.retain(|a| a != address);
-                // The cluster first: its event precedes the host's deletion.
-                ops.insert(0, put_json(&ckey, &c.value));
+                ops.push(put_json(&ckey, &c.value));
             }
         }
         ops.extend(removals.iter().cloned());

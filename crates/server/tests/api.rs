@@ -227,10 +227,11 @@ async fn clusters(backend: Backend) {
     let key = env.key(KeyKind::Ed25519);
 
     assert_eq!(expect_status(&s.get("/clusters").await, 200), json!([]));
-    let c1 = expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    let net = s.usable_network().await;
+    let c1 = expect_status(&s.put("/cluster/c1", json!({"network": net})).await, 201);
     assert_eq!(
         c1,
-        json!({"name": "c1", "status": "ok", "network": "default", "container_manager": "",
+        json!({"name": "c1", "status": "ok", "network": net, "container_manager": "",
                "hostset": [], "hosts": {"total": 0, "available": 0, "unavailable": 0}})
     );
     assert_eq!(expect_status(&s.get("/clusters").await, 200), json!(["c1"]));
@@ -411,7 +412,7 @@ async fn hosts(backend: Backend) {
     );
 
     // Joining a cluster on creation.
-    expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
     let body = json!({"ssh_priv_key": ed.b64, "cluster": "c1"});
     expect_status(&s.put("/host/127.0.1.5", body.clone()).await, 201);
     let c = expect_status(&s.get("/cluster/c1").await, 200);
@@ -625,7 +626,7 @@ async fn self_registration(backend: Backend) {
         201,
     );
     assert_eq!(h["address"], "127.0.2.3");
-    expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
     let h = expect_status(
         &s.put(
             "/host",
@@ -667,7 +668,7 @@ async fn membership(backend: Backend) {
     let s = env.server().await;
     let key = env.key(KeyKind::Ed25519);
 
-    expect_status(&s.put("/cluster/c", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c", s.cluster_body().await).await, 201);
     expect_status(
         &s.put("/host/127.0.1.1", json!({"ssh_priv_key": key.b64}))
             .await,

@@ -224,9 +224,10 @@ async fn membership_of_ready_hosts() {
     );
     let c = expect_status(&s.get("/cluster/c1").await, 200);
     assert_eq!(c["hostset"], json!(["127.0.1.20"]));
+    // Unmanaged: a disassociated member is all that can be expected, so it is available.
     assert_eq!(
         c["hosts"],
-        json!({"total": 1, "available": 0, "unavailable": 1})
+        json!({"total": 1, "available": 1, "unavailable": 0})
     );
 
     // Compare-and-swap replacement of the whole list.
@@ -241,10 +242,16 @@ async fn membership_of_ready_hosts() {
     );
     assert_eq!(c["name"], "c1");
     assert_eq!(c["hostset"], new);
-    assert_eq!(c["status"], "degraded");
+    assert_eq!(c["status"], "ok");
     assert_eq!(
         c["hosts"],
-        json!({"total": 3, "available": 1, "unavailable": 2})
+        json!({"total": 3, "available": 3, "unavailable": 0})
+    );
+    // Joining a cluster without a container manager rewrites the host: the active one is now
+    // disassociated (nothing registers it anywhere).
+    assert_eq!(
+        expect_status(&s.get("/host/127.0.1.22").await, 200)["status"],
+        "disassociated"
     );
     assert_eq!(expect_status(&s.get("/cluster/c1/hosts").await, 200), new);
     // A stale old list is refused and changes nothing.

@@ -106,7 +106,15 @@ async fn change_feed(backend: Backend) {
 
     let secrets = key.secret_fragments();
     let mut feed = Feed::open(&s, None, &secrets).await;
-    expect_status(&s.put("/network/n1", json!({})).await, 201);
+    // A flannel_etcd network with its own etcd URL works on either store.
+    expect_status(
+        &s.put(
+            "/network/n1",
+            json!({"options": {"server_url": "http://127.0.0.1:2379"}}),
+        )
+        .await,
+        201,
+    );
     expect_status(&s.put("/cluster/c1", json!({"network": "n1"})).await, 201);
     expect_status(
         &s.put(
@@ -121,7 +129,7 @@ async fn change_feed(backend: Backend) {
     let v = check(&evs[0], "Network", "created", "n1");
     assert_eq!(
         v["object"],
-        json!({"name": "n1", "type": "flannel_etcd", "options": {}})
+        json!({"name": "n1", "type": "flannel_etcd", "options": {"server_url": "http://127.0.0.1:2379"}})
     );
     let r0 = id_revision(&evs[0]);
     assert_eq!(evs[0].id.as_deref(), Some(r0.to_string().as_str()));

@@ -48,7 +48,7 @@ async fn secrets_at_rest(backend: Backend) {
     let ed = env.key(KeyKind::Ed25519);
     let rsa = env.key(KeyKind::RsaPem);
 
-    expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
     expect_status(
         &s.put(
             "/host/127.0.1.1",
@@ -140,7 +140,15 @@ async fn persistence_after_sigkill() {
     let env = Env::new(Backend::Sqlite);
     let mut s = env.server().await;
     let key = env.key(KeyKind::Ed25519);
-    expect_status(&s.put("/network/n1", json!({})).await, 201);
+    // A flannel_etcd network with its own etcd URL works on either store.
+    expect_status(
+        &s.put(
+            "/network/n1",
+            json!({"options": {"server_url": "http://127.0.0.1:2379"}}),
+        )
+        .await,
+        201,
+    );
     expect_status(&s.put("/cluster/c1", json!({"network": "n1"})).await, 201);
     expect_status(
         &s.put(
@@ -221,7 +229,7 @@ async fn secure_default_generates_an_admin_password() {
 
     s.creds = Some(("admin".to_string(), password.clone()));
     assert_eq!(expect_status(&s.get("/clusters").await, 200), json!([]));
-    expect_status(&s.put("/cluster/c1", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
 
     let users = opts.data_dir.join("users.json");
     let meta = std::fs::metadata(&users).expect("users.json in the data dir");

@@ -823,3 +823,28 @@ pub async fn flannel_server_network(server: &Server, tb: &testsupport::testbed::
         201,
     );
 }
+
+impl Server {
+    /// The network a plain cluster on this server's store uses: `default` on etcd; on the
+    /// embedded store, where flannel cannot use the store, a `flannel_server` network `flat`
+    /// (created here if missing), since a cluster on `default` is refused there.
+    pub async fn usable_network(&self) -> &'static str {
+        if self.opts.etcd_url.is_some() {
+            return "default";
+        }
+        let r = self
+            .put(
+                "/network/flat",
+                serde_json::json!({"type": "flannel_server", "options": {"address": "127.0.0.1:8080"}}),
+            )
+            .await;
+        expect_status(&r, 201);
+        "flat"
+    }
+
+    /// The body of a plain cluster that works on this server's store (see
+    /// [`Server::usable_network`]).
+    pub async fn cluster_body(&self) -> Value {
+        serde_json::json!({"network": self.usable_network().await})
+    }
+}
