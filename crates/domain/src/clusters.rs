@@ -252,9 +252,15 @@ pub async fn put(d: &Domain, name: &str, req: ClusterRequest) -> DomainResult<Cl
 
 /// Deletes a cluster and its operation records; its members leave it (and their nodes its
 /// manager). Refused while an operation runs.
+///
+/// The transaction deletes the cluster, its operation records and writes the node removals
+/// only, so that it stays within etcd's limit on operations per transaction for clusters of
+/// any size; the members' membership records and states are then released one host at a time
+/// ([`release_member`]). Until then a membership naming a cluster that no longer exists counts
+/// as none (joins take it over), so nothing is ever stuck.
 pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
     let store = d.store.as_ref();
-    let removals = transact(store, &format!("cluster {name}"), || async move {
+    let (removals, members) = transact(store, &format!("cluster {name}"), || async move {
         let c = load(store, name).await?;
         if let Some(active) = operations::active(store, name).await? {
             return Err(DomainError::conflict(format!(
@@ -262,23 +268,55 @@ pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
                 active.kind, active.kind
             )));
         }
-        let mut compares = vec![Compare::ModRevision(cluster_key(name), c.mod_revision)];
+        let compares = vec![Compare::ModRevision(cluster_key(name), c.mod_revision)];
         let mut ops = vec![records::delete(&cluster_key(name))];
         for kind in OPERATION_KINDS {
             ops.push(records::delete(&operation_key(name, kind)));
         }
-        let leaving = c.value.hostset.clone();
-        let (cmp, host_ops) = leave_ops(store, name, &leaving).await?;
-        compares.extend(cmp);
-        ops.extend(host_ops);
-        let removals = node_removal_ops(store, &c.value, &leaving).await?;
+        let removals = node_removal_ops(store, &c.value, &c.value.hostset).await?;
         ops.extend(removals.iter().cloned());
-        Ok(Plan::write(compares, ops, removals))
+        Ok(Plan::write(compares, ops, (removals, c.value.hostset)))
     })
     .await?;
     queue_node_removals(d, &removals);
+    for a in &members {
+        if let Err(e) = release_member(store, name, a).await {
+            // The membership names a cluster that no longer exists: harmless, and cleaned at
+            // the next start.
+            tracing::warn!(cluster = %name, address = %a, error = %e, "cannot release a member of a deleted cluster yet");
+        }
+    }
     tracing::info!(cluster = %name, "cluster deleted");
     Ok(())
+}
+
+/// After cluster `name` was deleted: drops `address`'s membership record if it still names
+/// that cluster (and the cluster is still gone), and makes the host leave it.
+pub async fn release_member(store: &dyn Store, name: &str, address: &str) -> DomainResult<()> {
+    transact(store, &format!("host {address}"), || async move {
+        let mkey = membership_key(address);
+        let Some(m) = get_json::<Membership>(store, &mkey).await? else {
+            return Ok(Plan::Done(()));
+        };
+        if m.value.cluster != name {
+            return Ok(Plan::Done(()));
+        }
+        let mut compares = vec![
+            Compare::ModRevision(mkey.clone(), m.mod_revision),
+            Compare::Absent(cluster_key(name)),
+        ];
+        let mut ops = vec![records::delete(&mkey)];
+        if let Some(h) = get_json::<Host>(store, &host_key(address)).await? {
+            let left = lifecycle::apply(&h.value, &Event::Leave, &now_timestamp())
+                .map_err(|e| DomainError::Internal(e.to_string()))?;
+            compares.push(Compare::ModRevision(host_key(address), h.mod_revision));
+            if left.host != h.value {
+                ops.push(put_json(&host_key(address), &left.host));
+            }
+        }
+        Ok(Plan::write(compares, ops, ()))
+    })
+    .await
 }
 
 /// The member addresses.
@@ -327,13 +365,23 @@ async fn join_ops(
             return Err(DomainError::not_found(format!("host {a} does not exist")));
         };
         let mkey = membership_key(a);
+        // A membership naming a cluster that was deleted (and not yet released) is taken
+        // over: compared on its revision and on that cluster's absence.
+        let mut membership_cmp = vec![Compare::Absent(mkey.clone())];
         if let Some(m) = get_json::<Membership>(store, &mkey).await?
             && m.value.cluster != name
         {
-            return Err(DomainError::conflict(format!(
-                "host {a} is already a member of cluster {}; remove it from there first",
-                m.value.cluster
-            )));
+            let other = cluster_key(&m.value.cluster);
+            if store.get(&other).await?.is_some() {
+                return Err(DomainError::conflict(format!(
+                    "host {a} is already a member of cluster {}; remove it from there first",
+                    m.value.cluster
+                )));
+            }
+            membership_cmp = vec![
+                Compare::ModRevision(mkey.clone(), m.mod_revision),
+                Compare::Absent(other),
+            ];
         }
         match lifecycle::apply(&h.value, &Event::Join(kind), &now) {
             Err(_) => not_ready.push(format!("{a} (status: {})", h.value.status)),
@@ -341,7 +389,7 @@ async fn join_ops(
                 change
                     .compares
                     .push(Compare::ModRevision(host_key(a), h.mod_revision));
-                change.compares.push(Compare::Absent(mkey.clone()));
+                change.compares.extend(membership_cmp);
                 change.ops.push(put_json(&host_key(a), &outcome.host));
                 change.ops.push(put_json(
                     &mkey,
@@ -526,6 +574,14 @@ pub async fn set_members(
 /// already belongs to another cluster, which is logged. Safe to run from several servers.
 pub async fn backfill_memberships(store: &dyn Store) -> DomainResult<usize> {
     let mut written = 0;
+    for kv in store.list(records::MEMBERSHIPS).await? {
+        let m = records::decode::<Membership>(&kv)?.value;
+        let address = kv.key.strip_prefix(records::MEMBERSHIPS).unwrap_or(&kv.key);
+        if store.get(&cluster_key(&m.cluster)).await?.is_none() {
+            // Left behind by a cluster delete that stopped before releasing its members.
+            release_member(store, &m.cluster, address).await?;
+        }
+    }
     for c in records::list_json::<Cluster>(store, records::CLUSTERS).await? {
         for a in &c.value.hostset {
             let mkey = membership_key(a);

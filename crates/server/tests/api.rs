@@ -183,15 +183,22 @@ async fn container_managers(backend: Backend) {
     );
     expect_error(&s.get("/containermanager/bad").await, 404, "does not exist");
 
+    let net = s.usable_network().await;
     let c = expect_status(
-        &s.put("/cluster/c1", json!({"container_manager": "k1"}))
-            .await,
+        &s.put(
+            "/cluster/c1",
+            json!({"container_manager": "k1", "network": net}),
+        )
+        .await,
         201,
     );
     assert_eq!(c["container_manager"], "k1");
     expect_error(
-        &s.put("/cluster/c2", json!({"container_manager": "nope"}))
-            .await,
+        &s.put(
+            "/cluster/c2",
+            json!({"container_manager": "nope", "network": net}),
+        )
+        .await,
         400,
         "container manager nope does not exist",
     );
@@ -254,7 +261,11 @@ async fn clusters(backend: Backend) {
         "cluster c2 does not exist",
     );
     // An empty hostset is accepted (old clients send it).
-    expect_status(&s.put("/cluster/c3", json!({"hostset": []})).await, 201);
+    expect_status(
+        &s.put("/cluster/c3", json!({"hostset": [], "network": net}))
+            .await,
+        201,
+    );
 
     // A member, then a new network: the member is kept.
     expect_status(
@@ -265,7 +276,14 @@ async fn clusters(backend: Backend) {
         .await,
         201,
     );
-    expect_status(&s.put("/network/n2", json!({})).await, 201);
+    expect_status(
+        &s.put(
+            "/network/n2",
+            json!({"type": "flannel_server", "options": {"address": "127.0.0.1:8081"}}),
+        )
+        .await,
+        201,
+    );
     let updated = expect_status(&s.put("/cluster/c1", json!({"network": "n2"})).await, 201);
     assert_eq!(updated["network"], "n2");
     assert_eq!(updated["hostset"], json!(["127.0.1.1"]));
@@ -427,7 +445,7 @@ async fn hosts(backend: Backend) {
         "an identical host PUT must not write"
     );
     // Existing host, other cluster named: conflict.
-    expect_status(&s.put("/cluster/c2", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c2", s.cluster_body().await).await, 201);
     expect_error(
         &s.put(
             "/host/127.0.1.5",
@@ -583,7 +601,12 @@ async fn url_parameters_win_over_body(backend: Backend) {
         "127.0.1.5"
     );
 
-    let c = expect_status(&s.put("/cluster/c1", json!({"name": "zz"})).await, 201);
+    let net = s.usable_network().await;
+    let c = expect_status(
+        &s.put("/cluster/c1", json!({"name": "zz", "network": net}))
+            .await,
+        201,
+    );
     assert_eq!(c["name"], "c1");
     expect_error(&s.get("/cluster/zz").await, 404, "does not exist");
 

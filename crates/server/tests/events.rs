@@ -165,7 +165,7 @@ async fn change_feed(backend: Backend) {
     // Three changes while disconnected.
     expect_status(&s.put("/network/n2", json!({})).await, 201);
     expect_status(&s.delete("/network/n2").await, 200);
-    expect_status(&s.put("/cluster/c2", json!({})).await, 201);
+    expect_status(&s.put("/cluster/c2", json!({"network": "n1"})).await, 201);
 
     let last = evs[3].id.clone().unwrap();
     let mut feed = Feed::open(&s, Some(&last), &secrets).await;

@@ -553,13 +553,29 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     assert!(tb.host_file(&a, "/etc/kubernetes/kubeconfig").is_none());
     assert!(kube.node(&a).is_none());
 
-    // Joining bootstraps it again with the cluster's plan, then registers its node.
+    // Joining bootstraps it again with the cluster's plan, then registers its node. The join
+    // itself rewrites the host in the same transaction: `updated Cluster`, then `updated Host`
+    // (bootstrapping), before the answer.
+    let mut feed = EventReader::open(&server, Some(&server.revision().await.to_string())).await;
     expect_status(
         &server
             .put(&format!("/cluster/k/hosts/{a}"), json!({}))
             .await,
         200,
     );
+    let first = feed.take(2, Duration::from_secs(30)).await;
+    let (c, h) = (first[0].json(), first[1].json());
+    assert_eq!(
+        (c["kind"].as_str(), c["name"].as_str()),
+        (Some("Cluster"), Some("k")),
+        "{c}"
+    );
+    assert_eq!(
+        (h["kind"].as_str(), h["action"].as_str()),
+        (Some("Host"), Some("updated")),
+        "{h}"
+    );
+    assert_eq!(h["object"]["status"], "bootstrapping", "{h}");
     let h = settled(&server, &a).await;
     assert_eq!(h["status"], "active", "{h}");
     let kubeconfig = tb
@@ -575,8 +591,21 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
         "{c}"
     );
 
-    // Leaving removes the node (ours) and the node view.
+    // Leaving removes the node (ours) and the node view, and the host is disassociated.
+    let mut feed = EventReader::open(&server, Some(&server.revision().await.to_string())).await;
     expect_status(&server.delete(&format!("/cluster/k/hosts/{a}")).await, 200);
+    let first = feed.take(2, Duration::from_secs(30)).await;
+    let (c, h) = (first[0].json(), first[1].json());
+    assert_eq!(
+        (c["kind"].as_str(), c["name"].as_str()),
+        (Some("Cluster"), Some("k")),
+        "{c}"
+    );
+    assert_eq!(
+        (h["kind"].as_str(), h["object"]["status"].as_str()),
+        (Some("Host"), Some("disassociated")),
+        "{h}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while kube.node(&a).is_some() {
         assert!(Instant::now() < deadline, "{}", server.log_tail(40));
