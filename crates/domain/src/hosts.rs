@@ -317,6 +317,16 @@ pub async fn trust_hostkey(d: &Domain, address: &str, fields: &Fields) -> Domain
     Ok(outcome.host)
 }
 
+/// Records the SSH host key a host presented on first contact, only if none is recorded yet
+/// (two workers racing cannot overwrite each other's choice).
+pub async fn record_first_key(store: &dyn Store, key: &TrustedHostKey) -> DomainResult<()> {
+    let rk = host_key_record_key(&key.address);
+    store
+        .txn(vec![Compare::Absent(rk.clone())], vec![put_json(&rk, key)])
+        .await?;
+    Ok(())
+}
+
 /// Applies a lifecycle event to the stored host in one compare-and-swap (retried when someone
 /// else wrote in between). `None` when the host no longer exists. Jobs the outcome asks for are
 /// the caller's to queue (workers queue on their own queue).

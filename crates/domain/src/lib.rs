@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod managers;
 pub mod networks;
+pub mod nodes;
 pub mod operations;
 pub mod txn;
 

@@ -69,6 +69,44 @@ where
     )))
 }
 
+/// Applies `change` to the JSON record under `key` with compare-and-swap, retrying when
+/// someone else wrote in between. `change` returns `false` to leave the record as it is.
+/// Answers the record as stored afterwards, or `None` if it does not exist.
+pub async fn update_record<T, F>(
+    store: &dyn Store,
+    key: &str,
+    mut change: F,
+) -> DomainResult<Option<T>>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + PartialEq + Send + Sync,
+    F: FnMut(&mut T) -> bool + Send,
+{
+    // The same loop as [`transact`], written out because `change` is borrowed mutably by
+    // each attempt.
+    for n in 0..ATTEMPTS {
+        let Some(cur) = store::records::get_json::<T>(store, key).await? else {
+            return Ok(None);
+        };
+        let mut v = cur.value.clone();
+        if !change(&mut v) || v == cur.value {
+            return Ok(Some(cur.value));
+        }
+        let out = store
+            .txn(
+                vec![pin(key, Some(cur.mod_revision))],
+                vec![store::records::put_json(key, &v)],
+            )
+            .await?;
+        if out.succeeded {
+            return Ok(Some(v));
+        }
+        backoff(n).await;
+    }
+    Err(DomainError::Contended(format!(
+        "{key} is being changed by many writers at once"
+    )))
+}
+
 /// Sleeps a little before retrying a lost compare-and-swap, so that contending writers spread
 /// out instead of colliding again at once.
 async fn backoff(attempt: usize) {

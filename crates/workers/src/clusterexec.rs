@@ -19,8 +19,8 @@ use model::{
     Decision, Host, HostAction, HostProgress, HostStep, Operation, OperationKind, decide,
     now_timestamp,
 };
-use store::records::{self, get_json, host_key, operation_key, put_json};
-use store::{Compare, StoreError, StoreResult};
+use store::records::{self, get_json, host_key, operation_key};
+use store::{StoreError, StoreResult};
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -52,33 +52,16 @@ fn seconds_since(s: &str) -> Option<f64> {
 }
 
 /// Applies `change` to an operation record with compare-and-swap; `None` if it is gone.
-pub async fn update_op<F>(ctx: &Ctx, key: &str, mut change: F) -> StoreResult<Option<Operation>>
+pub async fn update_op<F>(ctx: &Ctx, key: &str, change: F) -> StoreResult<Option<Operation>>
 where
     F: FnMut(&mut Operation) -> bool + Send,
 {
-    let store = ctx.store.as_ref();
-    for attempt in 0..200u64 {
-        let Some(cur) = get_json::<Operation>(store, key).await? else {
-            return Ok(None);
-        };
-        let mut op = cur.value.clone();
-        if !change(&mut op) || op == cur.value {
-            return Ok(Some(cur.value));
-        }
-        let out = store
-            .txn(
-                vec![Compare::ModRevision(key.to_string(), cur.mod_revision)],
-                vec![put_json(key, &op)],
-            )
-            .await?;
-        if out.succeeded {
-            return Ok(Some(op));
-        }
-        tokio::time::sleep(Duration::from_millis(attempt.min(20))).await;
-    }
-    Err(StoreError::Backend(format!(
-        "{key} kept changing while being updated"
-    )))
+    domain::txn::update_record(ctx.store.as_ref(), key, change)
+        .await
+        .map_err(|e| match e {
+            domain::DomainError::Unavailable(m) => StoreError::Unavailable(m),
+            other => StoreError::Backend(other.to_string()),
+        })
 }
 
 /// Runs clusterexec until shutdown.

@@ -3,9 +3,9 @@
 //! `domain::hosts::apply` (the lifecycle state machine).
 
 use model::{FailureKind, TrustedHostKey, now_timestamp};
-use store::records::{get_host_creds, get_json, host_key_record_key, put_json};
+use store::records::{get_host_creds, get_json, host_key_record_key};
 use store::secrets::Sealer;
-use store::{Compare, Store, StoreError, StoreResult};
+use store::{Store, StoreError, StoreResult};
 
 /// The host key trusted for `address`, if one was recorded.
 pub async fn trusted_key(store: &dyn Store, address: &str) -> StoreResult<Option<TrustedHostKey>> {
@@ -23,16 +23,15 @@ pub async fn record_first_key(
     address: &str,
     key: &remote::HostKey,
 ) -> StoreResult<()> {
-    let rk = host_key_record_key(address);
     let rec = TrustedHostKey {
         address: address.to_string(),
         key: key.openssh.clone(),
         fingerprint: key.fingerprint.clone(),
         trusted_at: now_timestamp(),
     };
-    store
-        .txn(vec![Compare::Absent(rk.clone())], vec![put_json(&rk, &rec)])
-        .await?;
+    domain::hosts::record_first_key(store, &rec)
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
     tracing::info!(address, fingerprint = %key.fingerprint, "host key trusted on first use");
     Ok(())
 }

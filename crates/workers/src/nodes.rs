@@ -14,14 +14,13 @@ use kube::{Registration, Removal, SharedManager};
 use model::{Cluster, ContainerManagerConfig, ContainerManagerType, NodeRemoval, NodeView};
 use std::time::Instant;
 use store::records::{
-    self, container_manager_key, get_container_manager_secrets, get_json, list_json, node_key,
-    node_removal_key, put_json,
+    self, container_manager_key, get_container_manager_secrets, get_json, list_json,
+    node_removal_key,
 };
 use tokio::sync::mpsc;
 
 use crate::Ctx;
 use crate::Job;
-use domain::hosts::membership;
 
 /// How long a new host's node may take to become Ready when the manager does not say.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -89,11 +88,7 @@ pub async fn manager_of_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<Option<M
 
 /// Stores the latest view of a host's node (best effort: a view is advisory).
 pub async fn save_view(ctx: &Ctx, address: &str, view: &NodeView) {
-    let r = ctx
-        .store
-        .txn(vec![], vec![put_json(&node_key(address), view)])
-        .await;
-    if let Err(e) = r {
+    if let Err(e) = domain::nodes::save_view(ctx.store.as_ref(), address, view).await {
         tracing::warn!(address, error = %e, "cannot store the node view");
     }
 }
@@ -309,22 +304,7 @@ async fn remove(ctx: &Ctx, address: &str) -> Result<(), String> {
             "container manager no longer exists; node removal dropped"
         ),
     }
-    // Delete the request (only this version of it: the host may have been re-added and left
-    // again meanwhile) and the stale view, unless the host is back in a cluster.
-    let mut ops = vec![records::delete(&key)];
-    if membership(store, address)
+    domain::nodes::finish_removal(store, address, rec.mod_revision)
         .await
-        .map_err(|e| format!("store: {e}"))?
-        .is_none()
-    {
-        ops.push(records::delete(&node_key(address)));
-    }
-    store
-        .txn(
-            vec![store::Compare::ModRevision(key.clone(), rec.mod_revision)],
-            ops,
-        )
-        .await
-        .map_err(|e| format!("store: {e}"))?;
-    Ok(())
+        .map_err(|e| format!("store: {e}"))
 }
