@@ -470,7 +470,7 @@ fn two_testbeds_run_side_by_side() {
     drop(first);
     assert!(!second.wait_up(&gone, Duration::from_millis(300)));
     assert!(reachable(&second, &b[1]));
-    assert!(second.wait_up(&b[0], Duration::from_secs(1)));
+    assert!(second.wait_up(&b[0], BACK_WITHIN));
 }
 
 #[test]
