@@ -15,6 +15,11 @@
 #   testbed.sh down [--purge]             remove everything up created (--purge: the state dir too)
 #   testbed.sh list | status | known-hosts
 #   testbed.sh reboot|stop|start|rekey HOST   fault injection (HOST = name or address)
+#   testbed.sh quirk HOST QUIRK           how HOST misbehaves from now on: ignore-reboot (reboot
+#                                         commands succeed, nothing happens), no-return (the next
+#                                         reboot takes it down for good, until `start`),
+#                                         keep-version (boots drop a staged OSTree version, as a
+#                                         rolled-back deployment), none
 #   testbed.sh wait HOST [SECONDS]        wait until HOST answers with an SSH banner
 #   testbed.sh publish VERSION            version that dnf/yum/apt-get/rpm-ostree upgrade to
 #   testbed.sh ssh HOST [COMMAND...]
@@ -101,10 +106,14 @@ request() { # ask the supervisor (outside the host) to reboot or stop us
     echo "$1" > "$t" && mv -f "$t" "/run/testbed/requests/$NAME.shim$$"
 }
 go_down() { # like the real thing, the host goes down under the command (and the SSH session)
+    # A host told to ignore reboots accepts the command and carries on in the same boot, like a
+    # reboot blocked by an inhibitor: the caller only finds out from the unchanged boot id.
+    [[ $1 == reboot && $(quirk) == ignore-reboot ]] && exit 0
     request "$1"
     sleep 10; exit 0
 }
 version() { local v; read -r v < "$H/version"; echo "$v"; }
+quirk() { local q=""; [[ -f $H/quirk ]] && read -r q < "$H/quirk"; echo "$q"; }
 staged() { local v=""; read -r v < "$H/staged_version" || true; echo "$v"; }
 published() { local v; read -r v < /run/testbed/published; echo "$v"; }
 installed() { grep -qxF -- "$1" "$H/packages"; }
@@ -585,6 +594,7 @@ probe_banner() {
 # the command line (TOKEN cli*) are acknowledged with STATE/acks/NAME.TOKEN once done.
 declare -A HPID=() HIDX=() UPAT=() VDOWN=()
 sv_log() { printf '%(%F %T)T %s\n' -1 "$*"; }
+host_quirk() { local q=""; [[ -f $STATE/hosts/$1/quirk ]] && read -r q < "$STATE/hosts/$1/quirk"; echo "$q"; }
 init_pid() { # host -> root-namespace PID of the host's PID 1 (child of its unshare)
     local pid=${HPID[$1]:-} c=""
     [[ -n $pid ]] || return 1
@@ -594,7 +604,12 @@ init_pid() { # host -> root-namespace PID of the host's PID 1 (child of its unsh
 sv_boot() {
     local name=$1 H=$STATE/hosts/$1 v uuid c f
     local -a act
-    if [[ -s $H/staged_version ]]; then read -r v < "$H/staged_version"; echo "$v" > "$H/version"; : > "$H/staged_version"; fi
+    if [[ -s $H/staged_version ]]; then
+        read -r v < "$H/staged_version"
+        # keep-version: the new deployment "fails" and the host boots the old one again
+        [[ $(host_quirk "$name") == keep-version ]] || echo "$v" > "$H/version"
+        : > "$H/staged_version"
+    fi
     read -r uuid < /proc/sys/kernel/random/uuid; echo "$uuid" > "$H/boot_id"
     read -r c < "$H/boot_count"; echo $((c + 1)) > "$H/boot_count"
     act=("$H"/services/*.active)                           # after a boot only enabled units run
@@ -687,7 +702,10 @@ cmd_supervise() {
             if [[ -z ${HIDX[$name]:-} ]]; then sv_log "request for unknown host $name"; continue; fi
             case $action in
             reboot)
-                if [[ -n ${HPID[$name]} ]]; then
+                if [[ -n ${HPID[$name]} && $(host_quirk "$name") == no-return ]]; then
+                    echo stopped > "$STATE/hosts/$name/status"; sv_kill "$name"
+                    unset "UPAT[$name]"
+                elif [[ -n ${HPID[$name]} ]]; then
                     echo rebooting > "$STATE/hosts/$name/status"; sv_kill "$name"
                     UPAT[$name]=$((pass_t + delay_us))
                 fi ;;
@@ -877,6 +895,16 @@ rekey() { # new host key; known_hosts stays as it was, known_hosts.new has the n
     done
     die "$name does not serve its new host key"
 }
+cmd_quirk() { # host quirk: read by the host's shims and by the supervisor at its next reboot or boot
+    load_conf
+    local name
+    name=$(resolve "$1")
+    case $2 in
+    none) rm -f "$STATE/hosts/$name/quirk" ;;
+    ignore-reboot|no-return|keep-version) echo "$2" > "$STATE/hosts/$name/quirk" ;;
+    *) die "unknown quirk '$2' (one of: none ignore-reboot no-return keep-version)" ;;
+    esac
+}
 cmd_status() {
     load_conf
     local name addr H pid st
@@ -925,6 +953,7 @@ list) load_conf; cat "$STATE/hosts.txt" ;;
 status) cmd_status ;;
 known-hosts) load_conf; cat "$STATE/known_hosts" ;;
 reboot|stop|start|rekey) [[ -n ${2:-} ]] || die "$1 HOST"; cmd_fault "$1" "$2" ;;
+quirk) [[ -n ${2:-} && -n ${3:-} ]] || die "quirk HOST none|ignore-reboot|no-return|keep-version"; cmd_quirk "$2" "$3" ;;
 wait) [[ -n ${2:-} ]] || die "wait HOST [SECONDS]"; load_conf; cmd_wait "$2" "${3:-30}" ;;
 publish) [[ -n ${2:-} ]] || die "publish VERSION"; load_conf; printf '%s\n' "$2" > "$STATE/published" ;;
 ssh)
@@ -932,5 +961,5 @@ ssh)
     exec ssh -F "$STATE/ssh_config" "root@$(addr_of_name "$h")" "$@" ;;
 _supervise) STATE=$2; cmd_supervise ;;
 _hostinit) STATE=$2; cmd_hostinit "$3" ;;
-*) sed -n '2,25p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,30p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

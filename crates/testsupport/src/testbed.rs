@@ -89,6 +89,31 @@ impl TestbedOptions {
     }
 }
 
+/// How one host misbehaves (see [`Testbed::set_quirk`]): the failures a rolling operation must
+/// notice from the host's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// Behaves normally.
+    None,
+    /// Reboot commands exit 0 and nothing happens: same boot, same boot id.
+    IgnoreReboot,
+    /// The next reboot takes the host down for good (until [`Testbed::start`]).
+    NoReturn,
+    /// Boots drop a staged OSTree version (a rolled-back deployment): the booted version stays.
+    KeepVersion,
+}
+
+impl Quirk {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Quirk::None => "none",
+            Quirk::IgnoreReboot => "ignore-reboot",
+            Quirk::NoReturn => "no-return",
+            Quirk::KeepVersion => "keep-version",
+        }
+    }
+}
+
 /// A running simulated fleet; dropping it removes every namespace, interface, mount, process and
 /// file it created.
 #[derive(Debug)]
@@ -333,6 +358,20 @@ impl Testbed {
     /// new key.
     pub fn rekey(&self, address: &str) {
         self.fault("rekey", address);
+    }
+
+    /// Makes the host misbehave from now on (or behave again with [`Quirk::None`]); applies to
+    /// its next reboot command, reboot or boot.
+    pub fn set_quirk(&self, address: &str, quirk: Quirk) {
+        let name = self.name(address).to_string();
+        if let Err(output) = self.run(&["quirk", &name, quirk.as_arg()], COMMAND_TIMEOUT) {
+            panic!("testbed quirk {address} {quirk:?} failed:\n{output}");
+        }
+    }
+
+    /// The OSTree (or package) version the host runs now.
+    pub fn version_of(&self, address: &str) -> String {
+        self.read_host("version", address).trim().to_string()
     }
 
     /// Sets the version that `dnf|yum update`, `apt-get upgrade` and `rpm-ostree upgrade` move

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use commissaire_testsupport::testbed::ALL_FLAVOURS;
+use commissaire_testsupport::testbed::{ALL_FLAVOURS, Quirk};
 use commissaire_testsupport::{Testbed, TestbedOptions};
 
 /// Longest a rebooting host may take to come back in these tests.
@@ -470,5 +470,75 @@ fn two_testbeds_run_side_by_side() {
     drop(first);
     assert!(!second.wait_up(&gone, Duration::from_millis(300)));
     assert!(reachable(&second, &b[1]));
-    assert!(second.wait_up(&b[0], Duration::from_secs(1)));
+    assert!(second.wait_up(&b[0], BACK_WITHIN));
+}
+
+#[test]
+fn quirks_ignore_a_reboot_never_return_or_keep_the_booted_version() {
+    let tb = Testbed::up(opts(&["fedora", "centos", "fedora-atomic"], 1.0));
+    let a = tb.addresses();
+    let (ignoring, lost, atomic) = (&a[0], &a[1], &a[2]);
+
+    // ignore-reboot: the command succeeds, the host stays in the same boot.
+    tb.set_quirk(ignoring, Quirk::IgnoreReboot);
+    let before = tb.boot_id(ignoring);
+    let out = ssh(&tb, ignoring, "systemctl reboot");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        run(&tb, ignoring, "reboot; echo still here"),
+        "still here\n"
+    );
+    assert_eq!(
+        run(&tb, ignoring, "cat /proc/sys/kernel/random/boot_id").trim(),
+        before
+    );
+    assert_eq!(tb.status_of(ignoring), "up");
+    assert_eq!(tb.boot_count(ignoring), 1);
+    let reboots = tb
+        .commands_log(ignoring)
+        .iter()
+        .filter(|l| l.ends_with(" reboot"))
+        .count();
+    assert_eq!(reboots, 2, "{:?}", tb.commands_log(ignoring));
+    // Back to normal: the next reboot is real.
+    tb.set_quirk(ignoring, Quirk::None);
+    let _ = ssh(&tb, ignoring, "systemctl reboot");
+    assert_ne!(wait_back(&tb, ignoring), before);
+    assert_eq!(tb.boot_count(ignoring), 2);
+
+    // no-return: down under the command, and it stays down until started from outside.
+    tb.set_quirk(lost, Quirk::NoReturn);
+    let out = ssh(&tb, lost, "systemctl reboot");
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    let deadline = Instant::now() + BACK_WITHIN;
+    while tb.status_of(lost) != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "{lost} is {}",
+            tb.status_of(lost)
+        );
+        sleep(Duration::from_millis(50));
+    }
+    // Several reboot delays later it is still off.
+    assert!(!tb.wait_up(lost, Duration::from_secs(5)));
+    assert_eq!(tb.status_of(lost), "stopped");
+    assert_eq!(tb.boot_count(lost), 1);
+    tb.set_quirk(lost, Quirk::None);
+    tb.start(lost);
+    assert_eq!(tb.boot_count(lost), 2);
+
+    // keep-version: the staged deployment is dropped at boot; the old version stays booted.
+    tb.set_quirk(atomic, Quirk::KeepVersion);
+    run(&tb, atomic, "rpm-ostree deploy 7.2");
+    assert!(run(&tb, atomic, "rpm-ostree status").contains("Version: 7.2 (staged)"));
+    let before = tb.boot_id(atomic);
+    let _ = ssh(&tb, atomic, "systemctl reboot");
+    assert_ne!(wait_back(&tb, atomic), before);
+    assert_eq!(tb.boot_count(atomic), 2);
+    let status = run(&tb, atomic, "rpm-ostree status --json");
+    assert_eq!(
+        status.trim(),
+        r#"{"deployments":[{"version":"1.0","booted":true,"staged":false}],"transaction":null}"#
+    );
+    assert_eq!(tb.version_of(atomic), "1.0");
 }

@@ -38,6 +38,13 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// File on the host recording that a reboot was requested in the current boot.
 pub const REBOOT_MARKER: &str = "/var/lib/commissaire/reboot-requested";
+/// While a rebooting host cannot be reached, how soon to look again: it is seen back within a
+/// fraction of a second.
+const REBOOT_PROBE_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between probes of a host that still answers in its old boot after the reboot
+/// was requested (a slow shutdown, or a reboot that is not happening): each probe is an SSH
+/// login on a host that is up, so they back off up to this instead of hammering it.
+const REBOOT_PROBE_MAX: Duration = Duration::from_secs(2);
 
 /// Parses an API timestamp.
 fn parse_ts(s: &str) -> Option<chrono::NaiveDateTime> {
@@ -559,6 +566,7 @@ async fn await_reboot(
     let probe =
         format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
     let mut last_error = String::from("no answer yet");
+    let mut pause = REBOOT_PROBE_MIN;
     while Instant::now() < deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = Duration::from_secs(5).min(remaining);
@@ -585,22 +593,34 @@ async fn await_reboot(
                             // The connection usually drops under the command: that is success.
                             let _ = session.exec(&cmd, None, attempt).await;
                             tracing::info!(address, "reboot requested");
+                            pause = REBOOT_PROBE_MIN;
+                        } else {
+                            // Requested, and still up in the old boot.
+                            last_error = "still running the boot it had before the reboot                                           was requested"
+                                .into();
+                            pause = (pause * 2).min(REBOOT_PROBE_MAX);
                         }
                     }
-                    Ok(o) => last_error = format!("boot id check exited with {}", o.status),
-                    Err(e) => last_error = e.to_string(),
+                    Ok(o) => {
+                        last_error = format!("boot id check exited with {}", o.status);
+                        pause = REBOOT_PROBE_MIN;
+                    }
+                    Err(e) => {
+                        last_error = e.to_string();
+                        pause = REBOOT_PROBE_MIN;
+                    }
                 }
                 // Still the old boot (or going down): this connection is about to drop.
                 drop_session(cache).await;
             }
-            Err(e) => last_error = e,
+            Err(e) => {
+                last_error = e;
+                pause = REBOOT_PROBE_MIN;
+            }
         }
         // A host coming back refuses connections until its sshd listens: retry soon, so the
         // host is seen back within a fraction of a second (bounded by the deadline).
-        tokio::time::sleep(
-            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
     Err(format!(
         "did not come back with a new boot id in time (last: {last_error})"

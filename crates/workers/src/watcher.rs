@@ -33,9 +33,15 @@ pub const MAX_CONCURRENT: usize = 64;
 
 type Pool = Arc<Mutex<HashMap<String, Arc<remote::Session>>>>;
 
-/// How long one check may take: half the interval, between 1 and 10 seconds.
+/// How long one check may take: half the interval, between 5 and 10 seconds.
+///
+/// The floor is what a healthy host on a busy manager needs: an SSH key exchange plus one
+/// command can take a few seconds when the manager's cores are saturated (many hosts checked at
+/// once, or other work on the machine). A shorter budget would turn slowness on our side into
+/// `failed` hosts. With a short `--watcher-interval` a round may therefore outlast the interval;
+/// the next round then starts as soon as this one ends.
 pub fn check_timeout(interval: Duration) -> Duration {
-    (interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+    (interval / 2).clamp(Duration::from_secs(5), Duration::from_secs(10))
 }
 
 /// Runs the watcher until shutdown.

@@ -723,10 +723,20 @@ impl EventReader {
     /// Opens the feed, optionally resuming after `last_event_id`. Panics unless it answers 200
     /// `text/event-stream`.
     pub async fn open(server: &Server, last_event_id: Option<&str>) -> EventReader {
+        EventReader::open_path(server, "/events", last_event_id).await
+    }
+
+    /// [`EventReader::open`] on an `/api/v0` path with a query, e.g.
+    /// `/events?last_event_id=12`.
+    pub async fn open_path(
+        server: &Server,
+        api_path: &str,
+        last_event_id: Option<&str>,
+    ) -> EventReader {
         // No total timeout on a stream: each read is bounded instead.
         let mut rb = server
             .client()
-            .get(server.url("/events"))
+            .get(server.url(api_path))
             .header("accept", "text/event-stream");
         if let Some((u, p)) = &server.creds {
             rb = rb.basic_auth(u, Some(p));
@@ -736,9 +746,9 @@ impl EventReader {
         }
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, rb.send())
             .await
-            .expect("GET /api/v0/events answers in time")
-            .expect("GET /api/v0/events");
-        assert_eq!(resp.status(), 200, "GET /api/v0/events");
+            .unwrap_or_else(|_| panic!("GET /api/v0{api_path} answers in time"))
+            .unwrap_or_else(|e| panic!("GET /api/v0{api_path}: {e:?}"));
+        assert_eq!(resp.status(), 200, "GET /api/v0{api_path}");
         let ct = resp
             .headers()
             .get("content-type")
