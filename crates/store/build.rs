@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         unsafe { std::env::set_var("PROTOC", protoc) };
     }
     println!("cargo:rerun-if-env-changed=PROTOC");
+    println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
         .build_server(false)
         .compile_protos(&["proto/etcd.proto", "proto/kv.proto"], &["proto"])?;

@@ -270,6 +270,10 @@ fn server_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// Time to live of this process's etcd lease: how long after a crash its operations and
+/// watcher share pass to the others.
+const LEASE_TTL_SECONDS: i64 = 10;
+
 /// Seeds the `default` network and the membership records of clusters written by older
 /// versions, retrying in the background while the store is unreachable.
 fn seed(store: SharedStore) {
@@ -326,6 +330,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sealer = Arc::new(sealer);
     let jobs = Arc::new(JobQueue::new());
     let worker_status = Arc::new(WorkerStatus::default());
+    let server_id = server_id(&cfg.data_dir)?;
+    // On etcd several processes may share the work: ownership and shards go through leases.
+    let coord = if store.backend_name() == "etcd" {
+        workers::coordinator::Coordinator::etcd(
+            store.clone(),
+            server_id.clone(),
+            workers::driver::WorkerKind::ALL.to_vec(),
+            LEASE_TTL_SECONDS,
+            shutdown_rx.clone(),
+        )
+        .await
+    } else {
+        workers::coordinator::Coordinator::local(server_id.clone())
+    };
     let ctx = Arc::new(workers::Ctx {
         store: store.clone(),
         sealer: sealer.clone(),
@@ -346,7 +364,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         },
         status: worker_status.clone(),
         shutdown: shutdown_rx.clone(),
-        server_id: server_id(&cfg.data_dir)?,
+        server_id,
+        coord,
+        drivers: Arc::default(),
     });
     let worker_handles = workers::start(ctx).await;
     let state = AppState {

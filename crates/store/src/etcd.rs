@@ -20,8 +20,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status, Streaming};
 
 use crate::{
-    Compare, Event, EventKind, EventStream, KeyValue, Op, Revision, Store, StoreError, StoreResult,
-    TxnOutcome,
+    Compare, Event, EventKind, EventStream, KeyValue, LeaseId, Op, Revision, Store, StoreError,
+    StoreResult, TxnOutcome,
 };
 
 /// Code generated from `proto/*.proto` by `build.rs`.
@@ -42,8 +42,8 @@ mod pb {
 }
 
 use pb::etcdserverpb::{
-    self as rpc, kv_client::KvClient, maintenance_client::MaintenanceClient,
-    watch_client::WatchClient,
+    self as rpc, kv_client::KvClient, lease_client::LeaseClient,
+    maintenance_client::MaintenanceClient, watch_client::WatchClient,
 };
 use pb::mvccpb;
 
@@ -451,6 +451,53 @@ impl Store for EtcdStore {
     fn backend_name(&self) -> &'static str {
         "etcd"
     }
+
+    async fn lease_grant(&self, ttl_seconds: i64) -> StoreResult<LeaseId> {
+        let req = rpc::LeaseGrantRequest {
+            ttl: ttl_seconds,
+            id: 0,
+        };
+        let resp = self
+            .call("lease grant", false, |ch| async move {
+                Ok(LeaseClient::new(ch).lease_grant(req).await?.into_inner())
+            })
+            .await?;
+        if !resp.error.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "etcd lease grant: {}",
+                resp.error
+            )));
+        }
+        Ok(resp.id)
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> StoreResult<bool> {
+        // One renewal per call on a short-lived stream: renewals are seconds apart, and a
+        // stream held open would need its own reconnection logic.
+        let resp = self
+            .call("lease keep-alive", true, |ch| async move {
+                let req = rpc::LeaseKeepAliveRequest { id: lease };
+                let mut inbound = LeaseClient::new(ch)
+                    .lease_keep_alive(tokio_stream::once(req))
+                    .await?
+                    .into_inner();
+                inbound
+                    .message()
+                    .await?
+                    .ok_or_else(|| Status::unavailable("keep-alive stream ended without an answer"))
+            })
+            .await?;
+        Ok(resp.ttl > 0)
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> StoreResult<()> {
+        let req = rpc::LeaseRevokeRequest { id: lease };
+        self.call("lease revoke", false, |ch| async move {
+            Ok(LeaseClient::new(ch).lease_revoke(req).await?.into_inner())
+        })
+        .await?;
+        Ok(())
+    }
 }
 
 impl EtcdStore {
@@ -498,6 +545,12 @@ impl EtcdStore {
                 value,
                 ..Default::default()
             }),
+            Op::PutLeased { key, value, lease } => Request::RequestPut(rpc::PutRequest {
+                key: self.full_key(&key),
+                value,
+                lease,
+                ..Default::default()
+            }),
             Op::Delete { key } => Request::RequestDeleteRange(rpc::DeleteRangeRequest {
                 key: self.full_key(&key),
                 ..Default::default()
@@ -514,7 +567,7 @@ impl EtcdStore {
 fn last_op_per_key(ops: Vec<Op>) -> Vec<Op> {
     fn key(op: &Op) -> &str {
         match op {
-            Op::Put { key, .. } | Op::Delete { key } => key,
+            Op::Put { key, .. } | Op::PutLeased { key, .. } | Op::Delete { key } => key,
         }
     }
     let mut last: HashMap<String, usize> = HashMap::new();

@@ -26,6 +26,9 @@ use futures::Stream;
 /// A store revision: grows by one with every successful write transaction.
 pub type Revision = i64;
 
+/// An etcd lease: keys written with it vanish when its holder stops renewing it.
+pub type LeaseId = i64;
+
 /// One stored key with its value and the revisions that created and last modified it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
@@ -57,6 +60,16 @@ pub enum Op {
         key: String,
         /// New value.
         value: Vec<u8>,
+    },
+    /// Create or replace `key` with `value`, bound to a lease: the key is deleted when the
+    /// lease expires (etcd only; see [`Store::lease_grant`]).
+    PutLeased {
+        /// Key relative to the store's prefix.
+        key: String,
+        /// New value.
+        value: Vec<u8>,
+        /// The lease.
+        lease: LeaseId,
     },
     /// Remove `key` (no effect and no event if it does not exist).
     Delete {
@@ -161,6 +174,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name for logs and status output (`sqlite`, `etcd`).
     fn backend_name(&self) -> &'static str;
+
+    /// Grants a lease that expires `ttl_seconds` after its last renewal. Only stores shared
+    /// between processes have leases (etcd); the embedded store answers an error, since a
+    /// single process needs none.
+    async fn lease_grant(&self, ttl_seconds: i64) -> StoreResult<LeaseId> {
+        let _ = ttl_seconds;
+        Err(StoreError::Backend(format!(
+            "the {} store has no leases; they need etcd",
+            self.backend_name()
+        )))
+    }
+
+    /// Renews a lease; `Ok(false)` when it has already expired (its keys are gone).
+    async fn lease_keep_alive(&self, lease: LeaseId) -> StoreResult<bool> {
+        let _ = lease;
+        Err(StoreError::Backend(format!(
+            "the {} store has no leases; they need etcd",
+            self.backend_name()
+        )))
+    }
+
+    /// Revokes a lease at once (its keys are deleted).
+    async fn lease_revoke(&self, lease: LeaseId) -> StoreResult<()> {
+        let _ = lease;
+        Err(StoreError::Backend(format!(
+            "the {} store has no leases; they need etcd",
+            self.backend_name()
+        )))
+    }
 }
 
 /// Convenience writes built on [`Store::txn`].

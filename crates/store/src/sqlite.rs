@@ -280,6 +280,12 @@ fn apply_txn(
     for op in ops {
         let idx = events.len() as i64;
         match op {
+            // One process owns an embedded store: nothing to expire with a holder.
+            Op::PutLeased { .. } => {
+                return Err(StoreError::Backend(
+                    "the sqlite store has no leases; they need etcd".into(),
+                ));
+            }
             Op::Put { key, value } => {
                 let created: Option<Revision> = tx
                     .query_row("SELECT create_rev FROM kv WHERE key=?1", [key], |r| {

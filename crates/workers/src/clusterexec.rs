@@ -8,34 +8,37 @@
 //! still the one read before and the host holds no reboot request made in this boot, so no host
 //! is rebooted twice.
 //!
-//! One server runs an operation at a time: the record names its owner, which renews a heartbeat;
-//! another server takes over only when the heartbeat is stale.
+//! One process runs an operation at a time: it owns the operation through the coordinator
+//! (on etcd, a key bound to the owner's lease), and the record names it for operators. When the
+//! owner dies its lease expires, and another process's next scan takes the operation over —
+//! no clocks are compared.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use domain::DomainResult;
 use model::{
     Decision, Host, HostAction, HostProgress, HostStep, Operation, OperationKind, decide,
     now_timestamp,
 };
 use store::records::{self, get_json, host_key, operation_key};
 use store::{StoreError, StoreResult};
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::Ctx;
-use crate::Job;
+use crate::driver::{Reconciler, WorkerKind};
 use crate::hosts::target;
 use crate::nodes;
 use crate::oscmd::OsCommands;
 
-/// A heartbeat older than this means the owning server is gone.
-pub const STALE_AFTER: Duration = Duration::from_secs(30);
-/// How often the owner renews its heartbeat.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-/// How often active operations are looked for (to take over from a dead server).
-const SCAN_EVERY: Duration = Duration::from_secs(10);
+/// How often the running owner checks that the operation is still its own (its lease may
+/// have expired while the store was unreachable).
+const OWNERSHIP_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often active operations are looked for (to take over from a dead process).
+pub const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// File on the host recording that a reboot was requested in the current boot.
 pub const REBOOT_MARKER: &str = "/var/lib/commissaire/reboot-requested";
 /// While a rebooting host cannot be reached, how soon to look again: it is seen back within a
@@ -71,77 +74,63 @@ where
         })
 }
 
-/// Runs clusterexec until shutdown.
-pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let mut shutdown = ctx.shutdown.clone();
-    let mut scan = tokio::time::interval(SCAN_EVERY);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = scan.tick() => {
-                match records::list_json::<Operation>(ctx.store.as_ref(), records::OPERATIONS).await {
-                    Ok(ops) => {
-                        for op in ops.into_iter().filter(|o| o.value.status.is_active()) {
-                            ensure_runner(&ctx, &running, op.value.name, op.value.kind).await;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "clusterexec cannot scan operations"),
-                }
-            }
-            job = jobs.recv() => match job {
-                Some(Job::RunOperation { cluster, kind }) => {
-                    ctx.jobs.mark_taken();
-                    ensure_runner(&ctx, &running, cluster, kind).await;
-                }
-                Some(_) => {}
-                None => return,
-            },
-        }
+/// clusterexec as a reconciler: its keys are operation records (`cluster/<name>/<kind>`); a
+/// reconcile claims the operation and runs it until it ends or stops being ours.
+pub struct Clusterexec {
+    ctx: Arc<Ctx>,
+}
+
+impl Clusterexec {
+    /// The clusterexec of this process.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        Clusterexec { ctx }
     }
 }
 
-async fn ensure_runner(
-    ctx: &Arc<Ctx>,
-    running: &Arc<Mutex<HashSet<String>>>,
-    cluster: String,
-    kind: OperationKind,
-) {
-    let key = operation_key(&cluster, kind.as_str());
-    if !running.lock().await.insert(key.clone()) {
-        return;
+#[async_trait]
+impl Reconciler for Clusterexec {
+    fn kind(&self) -> WorkerKind {
+        WorkerKind::Clusterexec
     }
-    let ctx = ctx.clone();
-    let running = running.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run_operation(&ctx, &key).await {
-            tracing::warn!(operation = %key, error = %e, "operation runner stopped; it resumes at the next scan");
-        }
-        running.lock().await.remove(&key);
-    });
+
+    async fn scan(&self) -> DomainResult<Vec<String>> {
+        Ok(
+            records::list_json::<Operation>(self.ctx.store.as_ref(), records::OPERATIONS)
+                .await?
+                .into_iter()
+                .filter(|o| o.value.status.is_active())
+                .map(|o| operation_key(&o.value.name, o.value.kind.as_str()))
+                .collect(),
+        )
+    }
+
+    async fn reconcile(&self, key: &str) -> DomainResult<()> {
+        Ok(run_operation(&self.ctx, key).await?)
+    }
 }
 
-/// Claims the operation for this server if nobody else is running it.
+/// Claims the operation for this process if nobody else runs it, and names the owner in the
+/// record.
 async fn claim(ctx: &Ctx, key: &str) -> StoreResult<bool> {
-    let me = ctx.server_id.clone();
-    let mut mine = false;
-    update_op(ctx, key, |op| {
-        mine = false;
-        if !op.status.is_active() {
+    let mine = ctx
+        .coord
+        .claim(key)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    if !mine {
+        return Ok(false);
+    }
+    let me = ctx.coord.id().to_string();
+    let op = update_op(ctx, key, |op| {
+        if !op.status.is_active() || op.owner == me {
             return false;
         }
-        let stale = seconds_since(&op.heartbeat).is_none_or(|s| s > STALE_AFTER.as_secs_f64());
-        if op.owner.is_empty() || op.owner == me || stale {
-            mine = true;
-            op.owner = me.clone();
-            op.heartbeat = now_timestamp();
-            true
-        } else {
-            false
-        }
+        op.owner = me.clone();
+        op.heartbeat = now_timestamp();
+        true
     })
     .await?;
-    Ok(mine)
+    Ok(op.is_some_and(|o| o.status.is_active()))
 }
 
 async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
@@ -151,8 +140,9 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
     tracing::info!(operation = %key, "running operation");
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
     let host_done = Arc::new(Notify::new());
-    let mut beat = Instant::now();
+    let mut checked = Instant::now();
     let mut shutdown = ctx.shutdown.clone();
+    let me = ctx.coord.id().to_string();
     let result = loop {
         if *shutdown.borrow() {
             break Ok(());
@@ -162,7 +152,7 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
             Ok(None) => break Ok(()),
             Err(e) => break Err(e),
         };
-        if op.owner != ctx.server_id || !op.status.is_active() {
+        if op.owner != me || !op.status.is_active() {
             break Ok(());
         }
         tasks.retain(|_, t| !t.is_finished());
@@ -220,19 +210,15 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
                 break r.map(|_| ());
             }
         }
-        if beat.elapsed() >= HEARTBEAT_EVERY {
-            beat = Instant::now();
-            let me = ctx.server_id.clone();
-            if let Err(e) = update_op(ctx, key, |o| {
-                if o.owner != me {
-                    return false;
+        if checked.elapsed() >= OWNERSHIP_CHECK_EVERY {
+            checked = Instant::now();
+            match ctx.coord.still_owner(key).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(operation = %key, "operation no longer ours (lease lost); stopping");
+                    break Ok(());
                 }
-                o.heartbeat = now_timestamp();
-                true
-            })
-            .await
-            {
-                break Err(e);
+                Err(e) => break Err(StoreError::Unavailable(e.to_string())),
             }
         }
         tokio::select! {
@@ -243,6 +229,13 @@ async fn run_operation(ctx: &Arc<Ctx>, key: &str) -> StoreResult<()> {
     };
     for (_, t) in tasks {
         t.abort();
+    }
+    if result.is_ok()
+        && let Ok(Some(op)) = get_json::<Operation>(ctx.store.as_ref(), key).await
+        && !op.value.status.is_active()
+        && let Err(e) = ctx.coord.release(key).await
+    {
+        tracing::warn!(operation = %key, error = %e, "cannot release the finished operation");
     }
     result
 }
@@ -267,7 +260,7 @@ async fn host_steps(ctx: &Ctx, key: &str, address: &str, cache: &mut SessionCach
                 continue;
             }
         };
-        if op.owner != ctx.server_id || !op.in_process.iter().any(|a| a == address) {
+        if op.owner != ctx.coord.id() || !op.in_process.iter().any(|a| a == address) {
             return;
         }
         let progress = op.hosts.get(address).cloned().unwrap_or_default();

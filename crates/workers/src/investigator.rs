@@ -1,31 +1,31 @@
 //! The investigator: takes a new host from `investigating` through fact gathering and
 //! bootstrap to `disassociated` (or `active` with the trivial container manager).
 //!
-//! It works from the store, not from memory: at start it picks up every host still
-//! `investigating` or `bootstrapping` (jobs queued before a crash), then serves the job queue.
+//! It works from the store, not from memory: it runs on the reconcile driver, whose scans pick
+//! up every host still `investigating` or `bootstrapping` (jobs lost in a crash included) and
+//! whose job source wakes it for new hosts.
 //! Each step writes its result before the next begins, and bootstrap itself is skipped on a host
 //! whose marker shows it already completed, so a crash at any point neither loses a host nor
 //! bootstraps one twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+
+use async_trait::async_trait;
 
 use domain::DomainResult;
 use domain::hosts::{apply, cluster_of};
 use domain::lifecycle::{Event, HostFacts, ManagerKind};
 use model::{FailureKind, Host, HostState, Network};
 use store::records::{self, get_json, list_json, network_key};
-use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::Ctx;
-use crate::Job;
 use crate::bootstrap::{self, Applied, Inputs};
+use crate::driver::{Reconciler, WorkerKind};
 use crate::hosts::{TargetError, connect_failure, describe_remote_error, record_first_key, target};
 use crate::nodes;
 use crate::oscmd::OsCommands;
 
-/// Investigations running at once.
+/// Investigations running at once in one process.
 pub const MAX_CONCURRENT: usize = 32;
 
 /// Marks a host `failed` (if it is still being investigated) with a kind and a reason.
@@ -40,122 +40,48 @@ async fn fail(
     Ok(())
 }
 
-/// Runs the investigator until shutdown.
-pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let sem = Arc::new(Semaphore::new(MAX_CONCURRENT));
-    // Address → whether another run was requested while one is in flight.
-    let inflight: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
-    let mut shutdown = ctx.shutdown.clone();
-
-    // Recover work from the store; retried while the store is unreachable.
-    let recover = {
-        let ctx = ctx.clone();
-        let sem = sem.clone();
-        let inflight = inflight.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match list_json::<Host>(ctx.store.as_ref(), records::HOSTS).await {
-                    Ok(hosts) => {
-                        let pending: Vec<String> = hosts
-                            .into_iter()
-                            .filter(|h| {
-                                matches!(
-                                    h.value.status,
-                                    HostState::Investigating | HostState::Bootstrapping
-                                )
-                            })
-                            .map(|h| h.value.address)
-                            .collect();
-                        if !pending.is_empty() {
-                            tracing::info!(
-                                hosts = pending.len(),
-                                "resuming unfinished investigations"
-                            );
-                        }
-                        for a in pending {
-                            dispatch(&ctx, &sem, &inflight, a).await;
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot scan hosts yet; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        })
-    };
-
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            job = jobs.recv() => match job {
-                None => break,
-                Some(Job::Investigate { address }) => {
-                    ctx.jobs.mark_taken();
-                    dispatch(&ctx, &sem, &inflight, address).await;
-                }
-                Some(_) => {}
-            },
-        }
-    }
-    recover.abort();
+/// The investigator as a reconciler: its keys are host addresses; the hosts that need it are
+/// those `investigating` or `bootstrapping`.
+pub struct Investigator {
+    ctx: Arc<Ctx>,
 }
 
-/// Starts an investigation of `address` unless one is running; then it runs once more after.
-async fn dispatch(
-    ctx: &Arc<Ctx>,
-    sem: &Arc<Semaphore>,
-    inflight: &Arc<Mutex<HashMap<String, bool>>>,
-    address: String,
-) {
-    {
-        let mut map = inflight.lock().await;
-        if let Some(again) = map.get_mut(&address) {
-            *again = true;
-            return;
-        }
-        map.insert(address.clone(), false);
+impl Investigator {
+    /// The investigator of this process.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        Investigator { ctx }
     }
-    let ctx = ctx.clone();
-    let sem = sem.clone();
-    let inflight = inflight.clone();
-    tokio::spawn(async move {
-        loop {
-            {
-                let _permit = sem.acquire().await;
-                ctx.status
-                    .investigations
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                investigate_with_retries(&ctx, &address).await;
-                ctx.status
-                    .investigations
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            let mut map = inflight.lock().await;
-            if map.get(&address) == Some(&true) {
-                map.insert(address.clone(), false);
-                continue;
-            }
-            map.remove(&address);
-            return;
-        }
-    });
 }
 
-/// Store outages interrupt an investigation without failing the host: it is retried (bounded)
-/// and, if the store stays away, picked up again by the next start's recovery scan.
-async fn investigate_with_retries(ctx: &Ctx, address: &str) {
-    for attempt in 0..30u32 {
-        match investigate(ctx, address).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(address, error = %e, attempt, "investigation interrupted by the store; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
+#[async_trait]
+impl Reconciler for Investigator {
+    fn kind(&self) -> WorkerKind {
+        WorkerKind::Investigator
+    }
+
+    async fn scan(&self) -> DomainResult<Vec<String>> {
+        let hosts = list_json::<Host>(self.ctx.store.as_ref(), records::HOSTS).await?;
+        Ok(hosts
+            .into_iter()
+            .filter(|h| {
+                matches!(
+                    h.value.status,
+                    HostState::Investigating | HostState::Bootstrapping
+                )
+            })
+            .map(|h| h.value.address)
+            .collect())
+    }
+
+    async fn reconcile(&self, address: &str) -> DomainResult<()> {
+        let status = &self.ctx.status.investigations;
+        status.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let r = investigate(&self.ctx, address).await;
+        status.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::histogram!("commissaire_investigation_seconds")
+            .record(started.elapsed().as_secs_f64());
+        r
     }
 }
 

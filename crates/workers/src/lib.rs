@@ -14,10 +14,13 @@
 
 pub mod bootstrap;
 pub mod clusterexec;
+pub mod coordinator;
+pub mod driver;
 pub mod hosts;
 pub mod investigator;
 pub mod nodes;
 pub mod oscmd;
+pub mod sources;
 pub mod watcher;
 
 use std::sync::Arc;
@@ -71,20 +74,127 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// This server's stable id (owner of the operations it runs).
     pub server_id: String,
+    /// This process's place among the processes sharing the store.
+    pub coord: Arc<coordinator::Coordinator>,
+    /// Reconcile counters of each worker kind.
+    pub drivers: Arc<DriverStatsByKind>,
 }
 
-/// Starts the investigator, clusterexec, the node worker and the watcher. They stop when `ctx.shutdown` turns `true`.
+/// Reconcile counters of each worker kind this process runs.
+#[derive(Debug, Default)]
+pub struct DriverStatsByKind {
+    /// The investigator's.
+    pub investigator: Arc<driver::DriverStats>,
+    /// The watcher's.
+    pub watcher: Arc<driver::DriverStats>,
+    /// clusterexec's.
+    pub clusterexec: Arc<driver::DriverStats>,
+    /// The container-manager worker's.
+    pub containermgr: Arc<driver::DriverStats>,
+}
+
+impl DriverStatsByKind {
+    /// The counters of `kind`.
+    pub fn of(&self, kind: driver::WorkerKind) -> &Arc<driver::DriverStats> {
+        match kind {
+            driver::WorkerKind::Investigator => &self.investigator,
+            driver::WorkerKind::Watcher => &self.watcher,
+            driver::WorkerKind::Clusterexec => &self.clusterexec,
+            driver::WorkerKind::Containermgr => &self.containermgr,
+        }
+    }
+}
+
+/// How often the store is scanned for work that no job announced (lost jobs, other processes'
+/// leftovers), for the workers that are driven by jobs.
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Starts every worker kind on the reconcile driver, with jobs from the in-process queue.
+/// They stop when `ctx.shutdown` turns `true`.
 pub async fn start(ctx: Arc<Ctx>) -> Vec<JoinHandle<()>> {
-    let mut handles = Vec::new();
+    let mut sources: Vec<(driver::WorkerKind, Box<dyn driver::JobSource>)> = Vec::new();
     if let Some(rx) = ctx.jobs.take_receiver().await {
-        handles.push(tokio::spawn(investigator::run(ctx.clone(), rx)));
+        sources.push((
+            driver::WorkerKind::Investigator,
+            Box::new(sources::ChannelSource::new(rx, ctx.jobs.clone())),
+        ));
     }
     if let Some(rx) = ctx.jobs.take_operation_receiver().await {
-        handles.push(tokio::spawn(clusterexec::run(ctx.clone(), rx)));
+        sources.push((
+            driver::WorkerKind::Clusterexec,
+            Box::new(sources::ChannelSource::new(rx, ctx.jobs.clone())),
+        ));
     }
     if let Some(rx) = ctx.jobs.take_node_receiver().await {
-        handles.push(tokio::spawn(nodes::run(ctx.clone(), rx)));
+        sources.push((
+            driver::WorkerKind::Containermgr,
+            Box::new(sources::ChannelSource::new(rx, ctx.jobs.clone())),
+        ));
     }
-    handles.push(tokio::spawn(watcher::run(ctx)));
-    handles
+    sources.push((driver::WorkerKind::Watcher, Box::new(driver::NoJobs)));
+    sources
+        .into_iter()
+        .map(|(kind, source)| start_kind(ctx.clone(), kind, source))
+        .collect()
+}
+
+/// Starts one worker kind on the reconcile driver with the given job source.
+pub fn start_kind(
+    ctx: Arc<Ctx>,
+    kind: driver::WorkerKind,
+    source: Box<dyn driver::JobSource>,
+) -> JoinHandle<()> {
+    use driver::{DriverOptions, WorkerKind};
+    let stats = ctx.drivers.of(kind).clone();
+    let shutdown = ctx.shutdown.clone();
+    match kind {
+        WorkerKind::Investigator => tokio::spawn(driver::run(
+            Arc::new(investigator::Investigator::new(ctx.clone())),
+            source,
+            DriverOptions {
+                resync: RESYNC,
+                concurrency: investigator::MAX_CONCURRENT,
+                ..Default::default()
+            },
+            stats,
+            shutdown,
+        )),
+        WorkerKind::Watcher => tokio::spawn(driver::run(
+            Arc::new(watcher::Watcher::new(ctx.clone())),
+            source,
+            DriverOptions {
+                resync: ctx.cfg.watcher_interval,
+                concurrency: watcher::MAX_CONCURRENT,
+                spread: true,
+                // A failed check is simply done again next round.
+                max_backoff: ctx.cfg.watcher_interval,
+            },
+            stats,
+            shutdown,
+        )),
+        WorkerKind::Clusterexec => tokio::spawn(driver::run(
+            Arc::new(clusterexec::Clusterexec::new(ctx.clone())),
+            source,
+            DriverOptions {
+                resync: clusterexec::SCAN_EVERY,
+                // A reconcile runs a whole operation: one per cluster at once, never queued
+                // behind each other.
+                concurrency: 1024,
+                ..Default::default()
+            },
+            stats,
+            shutdown,
+        )),
+        WorkerKind::Containermgr => tokio::spawn(driver::run(
+            Arc::new(nodes::NodeRemover::new(ctx.clone())),
+            source,
+            DriverOptions {
+                resync: RESYNC,
+                concurrency: 16,
+                ..Default::default()
+            },
+            stats,
+            shutdown,
+        )),
+    }
 }

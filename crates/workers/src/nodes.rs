@@ -3,9 +3,9 @@
 //! and removing the node when the host leaves its cluster.
 //!
 //! Removals are durable: the API writes a `node_removals/<address>` record in the same
-//! transaction that takes the host out of its cluster; [`run`] works through those records
-//! (at start, then as jobs arrive) and deletes each once the manager has answered, so a crash
-//! never forgets a node.
+//! transaction that takes the host out of its cluster; [`NodeRemover`] works through those
+//! records (on every scan, and as jobs arrive) and deletes each once the manager has answered,
+//! so a crash never forgets a node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +17,14 @@ use store::records::{
     self, container_manager_key, get_container_manager_secrets, get_json, list_json,
     node_removal_key,
 };
-use tokio::sync::mpsc;
 
 use crate::Ctx;
-use crate::Job;
+use crate::driver::{Reconciler, WorkerKind};
+use async_trait::async_trait;
+use domain::{DomainError, DomainResult};
 
 /// How long a new host's node may take to become Ready when the manager does not say.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
-/// Attempts at one node removal before it is left for the next start.
-const REMOVAL_ATTEMPTS: u32 = 12;
 
 /// A cluster's container manager, ready to call.
 pub struct Manager {
@@ -225,49 +224,41 @@ pub async fn uncordon_after_failure(m: &Manager, address: &str) {
     }
 }
 
-/// Works through pending node removals until shutdown: those in the store at start, then one
-/// per [`Job::RemoveNode`].
-pub async fn run(ctx: Arc<Ctx>, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let mut shutdown = ctx.shutdown.clone();
-    match list_json::<NodeRemoval>(ctx.store.as_ref(), records::NODE_REMOVALS).await {
-        Ok(pending) => {
-            for r in pending {
-                tokio::spawn(remove_with_retries(ctx.clone(), r.value.address));
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot scan pending node removals"),
-    }
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            job = jobs.recv() => match job {
-                Some(Job::RemoveNode { address }) => {
-                    ctx.jobs.mark_taken();
-                    tokio::spawn(remove_with_retries(ctx.clone(), address));
-                }
-                Some(_) => {}
-                None => return,
-            },
-        }
+/// Node removals as a reconciler (the `containermgr` worker): its keys are host addresses
+/// with a pending `node_removals/` record.
+pub struct NodeRemover {
+    ctx: Arc<Ctx>,
+}
+
+impl NodeRemover {
+    /// The node remover of this process.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        NodeRemover { ctx }
     }
 }
 
-async fn remove_with_retries(ctx: Arc<Ctx>, address: String) {
-    let mut delay = Duration::from_secs(1);
-    for attempt in 1..=REMOVAL_ATTEMPTS {
-        match remove(&ctx, &address).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(address, attempt, error = %e, "node removal failed; will retry");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-        }
+#[async_trait]
+impl Reconciler for NodeRemover {
+    fn kind(&self) -> WorkerKind {
+        WorkerKind::Containermgr
     }
-    tracing::warn!(
-        address,
-        "node removal still pending; it is retried at the next start"
-    );
+
+    async fn scan(&self) -> DomainResult<Vec<String>> {
+        Ok(
+            list_json::<NodeRemoval>(self.ctx.store.as_ref(), records::NODE_REMOVALS)
+                .await?
+                .into_iter()
+                .map(|r| r.value.address)
+                .collect(),
+        )
+    }
+
+    async fn reconcile(&self, address: &str) -> DomainResult<()> {
+        // Failures are the manager's (unreachable API, refused request): retried with backoff.
+        remove(&self.ctx, address)
+            .await
+            .map_err(DomainError::Unavailable)
+    }
 }
 
 /// One removal attempt; the pending record is deleted once the manager has answered.

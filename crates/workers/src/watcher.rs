@@ -13,18 +13,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::DomainResult;
 
 use domain::hosts::apply;
 use domain::lifecycle::{Event, NodeObservation};
 use model::{ContainerManagerType, FailureKind, Host, HostState};
-use rand::Rng;
 use store::records::{self, container_manager_key, get_json, list_json};
-use tokio::sync::{Mutex, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{Mutex, RwLock};
 
 use crate::Ctx;
 use crate::Job;
+use crate::driver::{Reconciler, WorkerKind};
 use crate::hosts::{connect_failure, describe_remote_error, record_first_key, target};
 use crate::nodes;
 
@@ -44,74 +46,85 @@ pub fn check_timeout(interval: Duration) -> Duration {
     (interval / 2).clamp(Duration::from_secs(5), Duration::from_secs(10))
 }
 
-/// Runs the watcher until shutdown.
-pub async fn run(ctx: Arc<Ctx>) {
-    let pool: Pool = Arc::default();
-    let sem = Arc::new(Semaphore::new(MAX_CONCURRENT));
-    let mut shutdown = ctx.shutdown.clone();
-    let interval = ctx.cfg.watcher_interval;
-    loop {
-        let started = Instant::now();
-        let round = round(&ctx, &pool, &sem);
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = round => {}
-        }
-        let rest = interval.saturating_sub(started.elapsed());
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(rest) => {}
+/// The watcher as a reconciler: each resync (one round per interval) lists the settled hosts
+/// this process watches — all of them alone, its rendezvous share of them among several
+/// watchers — and each reconcile checks one host.
+pub struct Watcher {
+    ctx: Arc<Ctx>,
+    pool: Pool,
+    managers: RwLock<Managers>,
+}
+
+impl Watcher {
+    /// The watcher of this process.
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        Watcher {
+            ctx,
+            pool: Pool::default(),
+            managers: RwLock::new(Arc::default()),
         }
     }
 }
 
-async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
-    let hosts = match list_json::<Host>(ctx.store.as_ref(), records::HOSTS).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(error = %e, "watcher cannot list hosts this round");
-            return;
-        }
-    };
-    {
-        // Close sessions of hosts that are gone.
-        let mut p = pool.lock().await;
-        p.retain(|a, _| hosts.iter().any(|h| &h.value.address == a));
+#[async_trait]
+impl Reconciler for Watcher {
+    fn kind(&self) -> WorkerKind {
+        WorkerKind::Watcher
     }
-    // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
-    let busy = crate::clusterexec::hosts_in_flight(ctx)
-        .await
-        .unwrap_or_default();
-    let managers = managers_by_host(ctx).await;
-    let interval = ctx.cfg.watcher_interval;
-    let mut set = JoinSet::new();
-    for h in hosts {
-        let host = h.value;
-        if busy.contains(&host.address) {
-            continue;
+
+    async fn scan(&self) -> DomainResult<Vec<String>> {
+        let ctx = &self.ctx;
+        let hosts = list_json::<Host>(ctx.store.as_ref(), records::HOSTS).await?;
+        {
+            // Close sessions of hosts that are gone.
+            let mut p = self.pool.lock().await;
+            p.retain(|a, _| hosts.iter().any(|h| &h.value.address == a));
         }
+        // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
+        let busy = crate::clusterexec::hosts_in_flight(ctx)
+            .await
+            .unwrap_or_default();
+        *self.managers.write().await = managers_by_host(ctx).await;
+        let members = ctx.coord.members(WorkerKind::Watcher).await?;
+        let me = ctx.coord.id();
+        let mine: Vec<String> = hosts
+            .into_iter()
+            .map(|h| h.value)
+            .filter(|h| {
+                matches!(
+                    h.status,
+                    HostState::Active | HostState::Disassociated | HostState::Failed
+                ) && !busy.contains(&h.address)
+                    && crate::coordinator::rendezvous(&members, &h.address)
+                        .is_none_or(|owner| owner == me)
+            })
+            .map(|h| h.address)
+            .collect();
+        ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
+        ctx.status
+            .watcher_last_checked
+            .store(mine.len() as u64, Ordering::Relaxed);
+        Ok(mine)
+    }
+
+    async fn reconcile(&self, address: &str) -> DomainResult<()> {
+        let Some(host) = get_json::<Host>(self.ctx.store.as_ref(), &records::host_key(address))
+            .await?
+            .map(|h| h.value)
+        else {
+            return Ok(());
+        };
         if !matches!(
             host.status,
             HostState::Active | HostState::Disassociated | HostState::Failed
         ) {
-            continue;
+            return Ok(());
         }
-        let (ctx, pool, sem, managers) = (ctx.clone(), pool.clone(), sem.clone(), managers.clone());
-        let jitter = rand::rng().random_range(0..=(interval.as_millis() as u64 / 2).max(1));
-        set.spawn(async move {
-            tokio::time::sleep(Duration::from_millis(jitter)).await;
-            let _permit = sem.acquire().await;
-            check(&ctx, &pool, &managers, host).await;
-        });
+        let managers = self.managers.read().await.clone();
+        check(&self.ctx, &self.pool, &managers, host).await;
+        metrics::counter!("commissaire_watcher_checks_total").increment(1);
+        Ok(())
     }
-    let mut checked = 0u64;
-    while set.join_next().await.is_some() {
-        checked += 1;
-    }
-    ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
-    ctx.status
-        .watcher_last_checked
-        .store(checked, Ordering::Relaxed);
 }
 
 /// The outcome of contacting a host.

@@ -1,0 +1,402 @@
+//! The reconcile driver every worker runs on, in the single-process shape and in the
+//! scaled-out one alike (in the style of kube-rs controllers).
+//!
+//! A worker is a [`Reconciler`]: `scan` lists the keys that need work according to the store,
+//! `reconcile(key)` does the next idempotent steps for one key and returns once there is
+//! nothing more to do for now. The driver calls `scan` at start and on every resync, takes
+//! wake-ups from a [`JobSource`] (the in-process queue, or Redis Streams), runs at most one
+//! reconcile per key at a time (a wake-up for a key in flight runs it once more afterwards),
+//! bounds concurrency, and retries failed keys with exponential backoff and jitter. Nothing it
+//! holds matters across a restart: the store says what is left to do.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use domain::DomainError;
+use rand::Rng;
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+
+/// A kind of worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkerKind {
+    /// New hosts: facts and bootstrap.
+    Investigator,
+    /// Periodic health checks.
+    Watcher,
+    /// Rolling operations.
+    Clusterexec,
+    /// Container-manager side effects (node removals).
+    Containermgr,
+}
+
+impl WorkerKind {
+    /// Every kind.
+    pub const ALL: [WorkerKind; 4] = [
+        WorkerKind::Investigator,
+        WorkerKind::Watcher,
+        WorkerKind::Clusterexec,
+        WorkerKind::Containermgr,
+    ];
+
+    /// The name used in configuration, metrics, Redis stream names and etcd keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Investigator => "investigator",
+            WorkerKind::Watcher => "watcher",
+            WorkerKind::Clusterexec => "clusterexec",
+            WorkerKind::Containermgr => "containermgr",
+        }
+    }
+
+    /// Parses a name given on the command line.
+    pub fn parse(name: &str) -> Option<WorkerKind> {
+        WorkerKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One worker's logic.
+#[async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    /// Which worker this is.
+    fn kind(&self) -> WorkerKind;
+
+    /// The keys that need work, read from the store (at start and on every resync).
+    async fn scan(&self) -> Result<Vec<String>, DomainError>;
+
+    /// Does what `key` needs now. Idempotent: running it again after a crash, or twice in a
+    /// row, leads to the same end state.
+    async fn reconcile(&self, key: &str) -> Result<(), DomainError>;
+}
+
+/// Acknowledges a delivered job once it has been handled.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Marks the job done at its source.
+    async fn ack(self: Box<Self>);
+}
+
+/// One wake-up from a job source.
+pub struct Delivery {
+    /// The key to reconcile.
+    pub key: String,
+    /// How to acknowledge it, for sources that redeliver unacknowledged jobs.
+    pub ack: Option<Box<dyn Acker>>,
+}
+
+/// Where wake-ups come from.
+#[async_trait]
+pub trait JobSource: Send {
+    /// The next wake-up; `None` when the source is closed for good.
+    async fn next(&mut self) -> Option<Delivery>;
+}
+
+/// A source with no jobs (a worker driven by its resync alone, like the watcher).
+pub struct NoJobs;
+
+#[async_trait]
+impl JobSource for NoJobs {
+    async fn next(&mut self) -> Option<Delivery> {
+        std::future::pending().await
+    }
+}
+
+/// How a driver runs.
+#[derive(Clone, Debug)]
+pub struct DriverOptions {
+    /// Time between scans of the store.
+    pub resync: Duration,
+    /// Reconciles running at once.
+    pub concurrency: usize,
+    /// Spread the keys of each resync over the first half of the interval (checks that would
+    /// otherwise all start at once), instead of starting them at once.
+    pub spread: bool,
+    /// Longest wait before retrying a key whose reconcile failed.
+    pub max_backoff: Duration,
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions {
+            resync: Duration::from_secs(60),
+            concurrency: 32,
+            spread: false,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters of one driver (for `/status` and metrics).
+#[derive(Debug, Default)]
+pub struct DriverStats {
+    /// Reconciles that succeeded.
+    pub ok: AtomicU64,
+    /// Reconciles that failed (and were scheduled again).
+    pub errors: AtomicU64,
+    /// Jobs taken from the job source.
+    pub jobs: AtomicU64,
+    /// Resyncs completed.
+    pub resyncs: AtomicU64,
+    /// Reconciles running now.
+    pub running: AtomicU64,
+}
+
+struct Shared<R> {
+    reconciler: Arc<R>,
+    sem: Semaphore,
+    /// Key → a wake-up arrived while it was running (run once more).
+    inflight: Mutex<HashMap<String, bool>>,
+    /// Key → consecutive failures.
+    failures: Mutex<HashMap<String, u32>>,
+    retry_tx: mpsc::UnboundedSender<String>,
+    opts: DriverOptions,
+    stats: Arc<DriverStats>,
+}
+
+/// Runs `reconciler` until `shutdown` turns `true`.
+pub async fn run<R: Reconciler>(
+    reconciler: Arc<R>,
+    mut source: Box<dyn JobSource>,
+    opts: DriverOptions,
+    stats: Arc<DriverStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (retry_tx, mut retry_rx) = mpsc::unbounded_channel();
+    let kind = reconciler.kind().as_str();
+    let shared = Arc::new(Shared {
+        reconciler,
+        sem: Semaphore::new(opts.concurrency.max(1)),
+        inflight: Mutex::default(),
+        failures: Mutex::default(),
+        retry_tx,
+        opts: opts.clone(),
+        stats,
+    });
+    let mut resync = tokio::time::interval(opts.resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = resync.tick() => {
+                match shared.reconciler.scan().await {
+                    Ok(keys) => {
+                        shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                        let spread = if opts.spread { opts.resync / 2 } else { Duration::ZERO };
+                        for key in keys {
+                            let delay = if spread.is_zero() {
+                                Duration::ZERO
+                            } else {
+                                rand::rng().random_range(Duration::ZERO..=spread)
+                            };
+                            let shared = shared.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(delay).await;
+                                submit(&shared, key, None).await;
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(worker = kind, error = %e, "scan failed; retried at the next resync"),
+                }
+            }
+            Some(key) = retry_rx.recv() => submit(&shared, key, None).await,
+            delivery = source.next() => match delivery {
+                Some(d) => {
+                    shared.stats.jobs.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("commissaire_jobs_claimed_total", "worker" => kind).increment(1);
+                    submit(&shared, d.key, d.ack).await;
+                }
+                // A closed source: keep resyncing, jobs are only wake-ups.
+                None => source = Box::new(NoJobs),
+            },
+        }
+    }
+}
+
+async fn submit<R: Reconciler>(shared: &Arc<Shared<R>>, key: String, ack: Option<Box<dyn Acker>>) {
+    {
+        let mut map = shared.inflight.lock().await;
+        if let Some(again) = map.get_mut(&key) {
+            // Running now: once more afterwards covers this wake-up.
+            *again = true;
+            drop(map);
+            if let Some(a) = ack {
+                a.ack().await;
+            }
+            return;
+        }
+        map.insert(key.clone(), false);
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let kind = shared.reconciler.kind().as_str();
+        let mut ack = ack;
+        loop {
+            let result = {
+                let _permit = shared.sem.acquire().await;
+                shared.stats.running.fetch_add(1, Ordering::Relaxed);
+                let r = shared.reconciler.reconcile(&key).await;
+                shared.stats.running.fetch_sub(1, Ordering::Relaxed);
+                r
+            };
+            match result {
+                Ok(()) => {
+                    shared.stats.ok.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("commissaire_reconciles_total", "worker" => kind, "result" => "ok").increment(1);
+                    shared.failures.lock().await.remove(&key);
+                }
+                Err(e) => {
+                    shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("commissaire_reconciles_total", "worker" => kind, "result" => "error").increment(1);
+                    let n = {
+                        let mut f = shared.failures.lock().await;
+                        let n = f.entry(key.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    let delay = backoff(n, shared.opts.max_backoff);
+                    tracing::warn!(worker = kind, key = %key, error = %e, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
+                    let (tx, k) = (shared.retry_tx.clone(), key.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(k);
+                    });
+                }
+            }
+            if let Some(a) = ack.take() {
+                a.ack().await;
+            }
+            let mut map = shared.inflight.lock().await;
+            if map.get(&key) == Some(&true) {
+                map.insert(key.clone(), false);
+                continue;
+            }
+            map.remove(&key);
+            return;
+        }
+    });
+}
+
+/// Exponential backoff from 250 ms, capped, with full jitter over its upper half.
+fn backoff(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1 << failures.min(16).saturating_sub(1));
+    let capped = base.min(max);
+    let half = capped / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counting {
+        calls: Mutex<HashMap<String, usize>>,
+        concurrent: AtomicUsize,
+        max_concurrent: AtomicUsize,
+        fail_first: bool,
+    }
+
+    #[async_trait]
+    impl Reconciler for Counting {
+        fn kind(&self) -> WorkerKind {
+            WorkerKind::Investigator
+        }
+        async fn scan(&self) -> Result<Vec<String>, DomainError> {
+            Ok(vec!["a".into(), "b".into()])
+        }
+        async fn reconcile(&self, key: &str) -> Result<(), DomainError> {
+            let now = self.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_concurrent.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.concurrent.fetch_sub(1, Ordering::SeqCst);
+            let n = {
+                let mut c = self.calls.lock().await;
+                let n = c.entry(key.to_string()).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if self.fail_first && n == 1 {
+                return Err(DomainError::Unavailable("first try fails".into()));
+            }
+            Ok(())
+        }
+    }
+
+    struct Burst(Vec<String>);
+
+    #[async_trait]
+    impl JobSource for Burst {
+        async fn next(&mut self) -> Option<Delivery> {
+            match self.0.pop() {
+                Some(key) => Some(Delivery { key, ack: None }),
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn counting(fail_first: bool) -> Arc<Counting> {
+        Arc::new(Counting {
+            calls: Mutex::default(),
+            concurrent: AtomicUsize::new(0),
+            max_concurrent: AtomicUsize::new(0),
+            fail_first,
+        })
+    }
+
+    async fn wait_for(r: &Counting, key: &str, n: usize) {
+        for _ in 0..500 {
+            if r.calls.lock().await.get(key).copied().unwrap_or(0) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{key} was not reconciled {n} times within 5 s");
+    }
+
+    #[tokio::test]
+    async fn one_reconcile_per_key_at_a_time_and_bursts_collapse() {
+        let r = counting(false);
+        let (tx, rx) = watch::channel(false);
+        // Twenty wake-ups for one key while it runs: it runs at most twice more, never in parallel.
+        let burst = Burst(vec!["k".to_string(); 20]);
+        let opts = DriverOptions {
+            resync: Duration::from_secs(3600),
+            concurrency: 8,
+            ..Default::default()
+        };
+        let h = tokio::spawn(run(r.clone(), Box::new(burst), opts, Arc::default(), rx));
+        wait_for(&r, "k", 1).await;
+        wait_for(&r, "a", 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let k = r.calls.lock().await["k"];
+        assert!((1..=3).contains(&k), "{k} runs for a burst of 20");
+        assert!(r.max_concurrent.load(Ordering::SeqCst) <= 3);
+        tx.send(true).unwrap();
+        h.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failures_are_retried_with_backoff() {
+        let r = counting(true);
+        let (_tx, rx) = watch::channel(false);
+        let opts = DriverOptions {
+            resync: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        tokio::spawn(run(r.clone(), Box::new(NoJobs), opts, Arc::default(), rx));
+        // The initial scan fails each key once; the retry succeeds without another resync.
+        wait_for(&r, "a", 2).await;
+        wait_for(&r, "b", 2).await;
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(60);
+        assert!(backoff(1, max) <= Duration::from_millis(250));
+        assert!(backoff(5, max) >= Duration::from_secs(2));
+        assert!(backoff(40, max) <= max);
+        assert!(backoff(40, max) >= max / 2);
+    }
+}
