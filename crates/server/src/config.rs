@@ -209,22 +209,22 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .collect()
 }
 
-fn err(key: &str, msg: impl std::fmt::Display) -> String {
+pub(crate) fn err(key: &str, msg: impl std::fmt::Display) -> String {
     format!("configuration key {key:?}: {msg}")
 }
 
-fn as_str(key: &str, v: &Value) -> Result<String, String> {
+pub(crate) fn as_str(key: &str, v: &Value) -> Result<String, String> {
     v.as_str()
         .map(str::to_string)
         .ok_or_else(|| err(key, format!("must be a string, got {v}")))
 }
 
-fn as_bool(key: &str, v: &Value) -> Result<bool, String> {
+pub(crate) fn as_bool(key: &str, v: &Value) -> Result<bool, String> {
     v.as_bool()
         .ok_or_else(|| err(key, format!("must be true or false, got {v}")))
 }
 
-fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
+pub(crate) fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
     match v {
         Value::Array(items) => items.iter().map(|i| as_str(key, i)).collect(),
         Value::String(s) => Ok(vec![s.clone()]),
@@ -257,7 +257,7 @@ pub fn parse_plugin_arg(flag: &str, arg: &str) -> Result<PluginConfig, String> {
     })
 }
 
-fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, String> {
+pub(crate) fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, String> {
     let items = match v {
         Value::Array(items) => items.clone(),
         Value::Object(_) => vec![v.clone()],
@@ -291,7 +291,7 @@ fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, String> {
         .collect()
 }
 
-fn parse_storage(handlers: Vec<PluginConfig>) -> Result<Option<EtcdHandler>, String> {
+pub(crate) fn parse_storage(handlers: Vec<PluginConfig>) -> Result<Option<EtcdHandler>, String> {
     let key = "storage-handlers";
     if handlers.len() > 1 {
         return Err(err(
@@ -365,7 +365,7 @@ fn parse_storage(handlers: Vec<PluginConfig>) -> Result<Option<EtcdHandler>, Str
     Ok(Some(handler))
 }
 
-fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
+pub(crate) fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
     let text = if path == Path::new("-") {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)

@@ -134,26 +134,29 @@ fn init_logging(cfg: &Config) {
 /// Opens the configured store.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<SharedStore> {
     match &cfg.etcd {
+        Some(h) => open_etcd(h).await,
         None => {
             let path = cfg.data_dir.join("store.db");
             let s = store::sqlite::SqliteStore::open(&path)
                 .with_context(|| format!("opening the embedded store {}", path.display()))?;
             Ok(Arc::new(s))
         }
-        Some(h) => {
-            let ecfg = store::etcd::EtcdConfig {
-                endpoints: h.server_urls.clone(),
-                ca_path: h.certificate_ca_path.clone(),
-                cert_path: h.certificate_path.clone(),
-                key_path: h.certificate_key_path.clone(),
-                ..Default::default()
-            };
-            let s = store::etcd::EtcdStore::connect(ecfg)
-                .await
-                .context("configuring the etcd store")?;
-            Ok(Arc::new(s))
-        }
     }
+}
+
+/// Opens an etcd store.
+pub async fn open_etcd(h: &config::EtcdHandler) -> anyhow::Result<SharedStore> {
+    let ecfg = store::etcd::EtcdConfig {
+        endpoints: h.server_urls.clone(),
+        ca_path: h.certificate_ca_path.clone(),
+        cert_path: h.certificate_path.clone(),
+        key_path: h.certificate_key_path.clone(),
+        ..Default::default()
+    };
+    let s = store::etcd::EtcdStore::connect(ecfg)
+        .await
+        .context("configuring the etcd store")?;
+    Ok(Arc::new(s))
 }
 
 fn create_data_dir(cfg: &Config) -> anyhow::Result<()> {

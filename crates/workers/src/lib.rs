@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod bus;
 pub mod clusterexec;
 pub mod coordinator;
 pub mod driver;
