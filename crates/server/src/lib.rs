@@ -320,11 +320,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg: workers::WorkerConfig {
             watcher_interval: cfg.watcher_interval,
             templates,
+            // The URL only: the server's etcd client credentials never go to hosts.
             etcd: cfg.etcd.as_ref().map(|h| workers::EtcdInfo {
                 server_url: h.server_urls[0].clone(),
-                ca_path: h.certificate_ca_path.clone(),
-                cert_path: h.certificate_path.clone(),
-                key_path: h.certificate_key_path.clone(),
             }),
             ssh: remote::Timeouts {
                 connect: Duration::from_secs(15),
