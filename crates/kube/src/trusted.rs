@@ -89,6 +89,33 @@ pub fn read_in(dir: Option<&Path>, field: &str, name: &str) -> Result<Vec<u8>, V
     Ok(buf)
 }
 
+/// Checks, when a network is created, that the TLS files its options name (`ca_path`,
+/// `certificate_path`, `certificate_key_path`) can be read from the trusted files directory
+/// and hold PEM, so a typo is a 400 now rather than a failed bootstrap later.
+pub fn check_network(network: &model::Network) -> Result<(), ValidationError> {
+    use model::validate::{PemKind, validate_pem};
+    for (opt, kind) in [
+        ("ca_path", PemKind::Certificates),
+        ("certificate_path", PemKind::Certificates),
+        ("certificate_key_path", PemKind::PrivateKey),
+    ] {
+        if let Some(name) = network.options.get(opt).and_then(|v| v.as_str()) {
+            let field = format!("options.{opt}");
+            let bytes = read(&field, name)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ValidationError::new(field.as_str(), format!("{name:?} does not hold PEM text"))
+            })?;
+            validate_pem(&field, &text, kind).map_err(|_| {
+                ValidationError::new(
+                    field.as_str(),
+                    format!("{name:?} does not hold the expected PEM block"),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,11 +124,7 @@ mod tests {
     fn only_regular_bounded_files_inside() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("ca.pem"), "PEM").unwrap();
-        std::fs::write(
-            d.path().join("big.pem"),
-            vec![b'A'; MAX_PEM_BYTES + 1],
-        )
-        .unwrap();
+        std::fs::write(d.path().join("big.pem"), vec![b'A'; MAX_PEM_BYTES + 1]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("link.pem")).unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
         assert_eq!(read_in(Some(d.path()), "f", "ca.pem").unwrap(), b"PEM");

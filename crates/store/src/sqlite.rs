@@ -27,6 +27,10 @@ pub const LOG_RETENTION: i64 = 100_000;
 /// Compaction runs when the revision is a multiple of this.
 const COMPACT_EVERY: i64 = 1_000;
 const READERS: usize = 4;
+/// Revisions read from the log at once when a watch replays history.
+const REPLAY_PAGE: i64 = 256;
+/// Change groups a watch buffers ahead of its reader.
+const WATCH_BUFFER: usize = 64;
 
 /// The embedded SQLite store.
 #[derive(Clone)]
@@ -118,6 +122,45 @@ impl SqliteStore {
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
+    /// Sends the logged changes of revisions `from..=to` under `prefix`, reading at most
+    /// [`REPLAY_PAGE`] revisions at a time and waiting for the receiver between pages, so a
+    /// replay of the whole history holds one page in memory, not the history. `Ok(false)`
+    /// when the receiver went away.
+    async fn replay(
+        &self,
+        prefix: &str,
+        from: Revision,
+        to: Revision,
+        tx: &mpsc::Sender<StoreResult<Vec<Event>>>,
+    ) -> StoreResult<bool> {
+        let mut next = from;
+        while next <= to {
+            let page_end = next.saturating_add(REPLAY_PAGE - 1).min(to);
+            let p = prefix.to_string();
+            let page_start = next;
+            let groups = self
+                .read(move |c| {
+                    // Compaction may have run since the previous page.
+                    let compacted = compacted_revision(c)?;
+                    if page_start <= compacted {
+                        return Err(StoreError::Compacted {
+                            requested: page_start,
+                            oldest: compacted + 1,
+                        });
+                    }
+                    read_log(c, &p, page_start, page_end)
+                })
+                .await?;
+            for g in groups {
+                if tx.send(Ok(g)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            next = page_end + 1;
+        }
+        Ok(true)
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -411,34 +454,36 @@ impl Store for SqliteStore {
         // Subscribe before reading history so nothing committed in between is missed.
         let mut live = self.inner.changes.subscribe();
         let prefix = prefix.to_string();
-        let p = prefix.clone();
-        let (history, mut last) = self
+        // Only the bounds are read now (so a compacted start is an error the caller sees);
+        // the history itself is streamed page by page below, never loaded whole.
+        let (start, mut last) = self
             .read(move |c| {
                 let tx = c.unchecked_transaction().map_err(backend)?;
                 let current = current_revision(&tx)?;
-                let out = match from {
-                    None => (vec![], current),
-                    Some(r) => {
-                        let compacted = compacted_revision(&tx)?;
-                        if r <= compacted {
-                            return Err(StoreError::Compacted {
-                                requested: r,
-                                oldest: compacted + 1,
-                            });
-                        }
-                        (read_log(&tx, &p, r, current)?, current)
+                if let Some(r) = from {
+                    let compacted = compacted_revision(&tx)?;
+                    if r <= compacted {
+                        return Err(StoreError::Compacted {
+                            requested: r,
+                            oldest: compacted + 1,
+                        });
                     }
-                };
+                }
                 tx.finish().map_err(backend)?;
-                Ok(out)
+                Ok((from, current))
             })
             .await?;
-        let (tx, rx) = mpsc::channel::<StoreResult<Vec<Event>>>(256);
+        let (tx, rx) = mpsc::channel::<StoreResult<Vec<Event>>>(WATCH_BUFFER);
         let store = self.clone();
         tokio::spawn(async move {
-            for group in history {
-                if tx.send(Ok(group)).await.is_err() {
-                    return;
+            if let Some(from) = start {
+                match store.replay(&prefix, from, last, &tx).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
             loop {
@@ -458,31 +503,17 @@ impl Store for SqliteStore {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind the live channel: catch up from the log.
-                        let p = prefix.clone();
-                        let from = last + 1;
-                        let caught = store
-                            .read(move |c| {
-                                let current = current_revision(c)?;
-                                let compacted = compacted_revision(c)?;
-                                if from <= compacted {
-                                    return Err(StoreError::Compacted {
-                                        requested: from,
-                                        oldest: compacted + 1,
-                                    });
-                                }
-                                Ok((read_log(c, &p, from, current)?, current))
-                            })
-                            .await;
-                        match caught {
-                            Ok((groups, current)) => {
-                                for g in groups {
-                                    if tx.send(Ok(g)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                last = current;
+                        // Fell behind the live channel: catch up from the log, page by page.
+                        let current = match store.read(current_revision).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
                             }
+                        };
+                        match store.replay(&prefix, last + 1, current, &tx).await {
+                            Ok(true) => last = current,
+                            Ok(false) => return,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
                                 return;

@@ -90,7 +90,7 @@ pub async fn put(
     let key = container_manager_key(&name);
     for attempt in 0..CAS_ATTEMPTS {
         if let Some((existing, _)) = load_full(&state, &name).await? {
-            return if existing == cfg {
+            return if model::request::container_manager_reput_matches(&existing, &cfg) {
                 Ok((StatusCode::CREATED, Json(existing.redacted())))
             } else {
                 Err(ApiError::conflict(format!(

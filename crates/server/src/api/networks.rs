@@ -61,6 +61,7 @@ pub async fn put(
 ) -> ApiResult<(StatusCode, Json<Network>)> {
     let name = url_name("name", &name)?;
     let network = NetworkRequest::from_json(&name, &body_fields(&body)?)?;
+    kube::trusted::check_network(&network)?;
     let key = network_key(&name);
     for attempt in 0..CAS_ATTEMPTS {
         if let Some(existing) = get_json::<Network>(state.store.as_ref(), &key).await? {
