@@ -152,7 +152,8 @@ async fn container_managers(backend: Backend) {
     );
     assert_eq!(s.revision().await, rev, "a repeated PUT must not write");
     // Without secrets, an identical re-PUT is still idempotent.
-    let plain = json!({"type": "kubernetes", "options": {"server_url": "https://k8s.example.com:6443"}});
+    let plain =
+        json!({"type": "kubernetes", "options": {"server_url": "https://k8s.example.com:6443"}});
     let p1 = expect_status(&s.put("/containermanager/k0", plain.clone()).await, 201);
     let rev = s.revision().await;
     assert_eq!(
