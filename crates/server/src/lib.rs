@@ -387,7 +387,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "commissaire-server listening"
     );
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
-    let limits = limits::LimitAcceptor::new(cfg.max_connections, cfg.idle_timeout);
+    let limits = limits::LimitAcceptor::new(
+        cfg.max_connections,
+        cfg.idle_timeout,
+        cfg.header_read_timeout,
+    );
     match tls {
         None => {
             let mut server = axum_server::from_tcp(listener)?

@@ -3,9 +3,10 @@
 //! hyper bounds how long a client may take to send request headers (`header-read-timeout`,
 //! set on the HTTP/1 builder in [`crate::run`]); it also bounds the wait for the next request
 //! on an HTTP/1 keep-alive connection, since that wait is a header read. What hyper does not
-//! bound is a connection that stops moving bytes in any other state (an HTTP/2 connection
-//! with nothing open, a client that stopped reading a response, a TLS handshake left
-//! half-done). [`LimitAcceptor`] wraps every accepted socket in an [`IdleStream`] that fails
+//! bound is a connection that has not sent its first byte (the HTTP/1-or-2 detection read
+//! comes before hyper's timer) or that stops moving bytes in any other state (an HTTP/2
+//! connection with nothing open, a client that stopped reading a response, a TLS handshake
+//! left half-done). Until the first byte arrives the header-read timeout applies here too. [`LimitAcceptor`] wraps every accepted socket in an [`IdleStream`] that fails
 //! its I/O once no byte went either way for `idle-timeout`, which makes hyper drop the
 //! connection, and refuses sockets beyond `max-connections` so idle clients cannot use up the
 //! server's file descriptors.
@@ -28,14 +29,17 @@ use tokio::time::{Instant, Sleep};
 pub struct LimitAcceptor {
     permits: Arc<Semaphore>,
     idle: Duration,
+    first_byte: Duration,
 }
 
 impl LimitAcceptor {
-    /// At most `max_connections` at once, each closed after `idle` without I/O.
-    pub fn new(max_connections: usize, idle: Duration) -> Self {
+    /// At most `max_connections` at once, each closed after `first_byte` if the client sends
+    /// nothing, and after `idle` without I/O later.
+    pub fn new(max_connections: usize, idle: Duration, first_byte: Duration) -> Self {
         LimitAcceptor {
             permits: Arc::new(Semaphore::new(max_connections)),
             idle,
+            first_byte: first_byte.min(idle),
         }
     }
 
@@ -55,7 +59,10 @@ where
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => ready(Ok((IdleStream::new(stream, self.idle, permit), service))),
+            Ok(permit) => ready(Ok((
+                IdleStream::new(stream, self.idle, self.first_byte, permit),
+                service,
+            ))),
             Err(_) => {
                 // Dropping the socket closes it: a full server answers nothing rather than
                 // queueing more descriptors.
@@ -72,19 +79,24 @@ where
 pub struct IdleStream<I> {
     inner: I,
     idle: Duration,
+    /// The idle bound before the first byte is read.
+    first_byte: Duration,
+    started: bool,
     last: Instant,
     timer: Pin<Box<Sleep>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl<I> IdleStream<I> {
-    fn new(inner: I, idle: Duration, permit: OwnedSemaphorePermit) -> Self {
+    fn new(inner: I, idle: Duration, first_byte: Duration, permit: OwnedSemaphorePermit) -> Self {
         let now = Instant::now();
         IdleStream {
             inner,
             idle,
+            first_byte,
+            started: false,
             last: now,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            timer: Box::pin(tokio::time::sleep_until(now + first_byte)),
             _permit: permit,
         }
     }
@@ -96,7 +108,12 @@ impl<I> IdleStream<I> {
     /// Called when the inner I/O is pending: arms the timer for the current deadline and
     /// reports whether the connection has been idle too long.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last + self.idle;
+        let limit = if self.started {
+            self.idle
+        } else {
+            self.first_byte
+        };
+        let deadline = self.last + limit;
         if Instant::now() >= deadline {
             return true;
         }
@@ -118,8 +135,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for IdleStream<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
+                this.started |= buf.filled().len() > before;
                 this.progress();
                 Poll::Ready(r)
             }
@@ -186,7 +205,8 @@ mod tests {
 
     #[tokio::test]
     async fn idle_streams_time_out_and_busy_ones_do_not() {
-        let acceptor = LimitAcceptor::new(1, Duration::from_millis(400));
+        let acceptor =
+            LimitAcceptor::new(1, Duration::from_millis(400), Duration::from_millis(400));
         let (a, mut b) = tokio::io::duplex(64);
         let fut: Ready<io::Result<(IdleStream<_>, ())>> = acceptor.accept(a, ());
         let (mut s, ()) = fut.await.unwrap();
