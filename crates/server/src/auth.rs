@@ -228,9 +228,10 @@ pub struct BasicAuth {
     cache_key: [u8; 32],
     /// Hashes to verify against for unknown users, one per bcrypt cost in use, so an unknown
     /// user costs the same work as a known one (cost → hash of a random password).
-    dummy_hashes: Mutex<HashMap<u32, String>>,
+    /// (Boxed, with the throttle, to keep [`Plugin`]'s variants of similar size.)
+    dummy_hashes: Box<Mutex<HashMap<u32, String>>>,
     /// Failed-login delays per source address and user name.
-    throttle: Throttle,
+    throttle: Box<Throttle>,
     /// Bounds bcrypt checks running at once. Requests that waited here look in the cache
     /// again first, so a burst of requests with the same new credentials costs one bcrypt,
     /// not one per request.
@@ -289,8 +290,8 @@ impl BasicAuth {
             cache_key,
             bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
             bcrypt_runs: std::sync::atomic::AtomicU64::new(0),
-            dummy_hashes: Mutex::new(HashMap::new()),
-            throttle: Throttle::default(),
+            dummy_hashes: Box::new(Mutex::new(HashMap::new())),
+            throttle: Box::default(),
         })
     }
 
