@@ -48,6 +48,8 @@ password=$(awk '/password:/{getline; getline; print $1; exit}' "$work/server.log
 [ -n "$password" ] || { echo "no generated password in the server log" >&2; exit 1; }
 
 set +e
+# From the scratch directory: schemathesis keeps a cache in its working directory.
+cd "$work"
 "$VENV/bin/schemathesis" run "$base/api/v0/openapi.json" \
   --auth "admin:$password" \
   --checks not_a_server_error \
