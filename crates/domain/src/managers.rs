@@ -58,8 +58,9 @@ pub async fn get(d: &Domain, name: &str) -> DomainResult<ContainerManagerConfig>
 }
 
 /// Creates a container manager whose client can be built (an unusable configuration is the
-/// operator's to fix, and better told now than when the first host joins); identical existing
-/// → answered without a write; different → conflict. Answers the redacted configuration.
+/// operator's to fix, and better told now than when the first host joins). An existing one is
+/// answered without a write when the request repeats it without secrets; any other re-PUT,
+/// including one that carries a secret, is a conflict. Answers the redacted configuration.
 pub async fn put(d: &Domain, cfg: ContainerManagerConfig) -> DomainResult<ContainerManagerConfig> {
     kube::manager_for(&cfg).map_err(|e| DomainError::invalid(format!("options: {e}")))?;
     let store = d.store.as_ref();
@@ -68,7 +69,9 @@ pub async fn put(d: &Domain, cfg: ContainerManagerConfig) -> DomainResult<Contai
     let cfg = &cfg;
     let out = transact(store, &format!("container manager {name}"), || async move {
         if let Some(existing) = load_full(store, &d.sealer, &cfg.name).await? {
-            return if existing == *cfg {
+            // Secrets are never compared (that would let a caller confirm a guessed token):
+            // see `container_manager_reput_matches`.
+            return if model::request::container_manager_reput_matches(&existing, cfg) {
                 Ok(Plan::Done(existing))
             } else {
                 Err(DomainError::conflict(format!(

@@ -37,6 +37,8 @@ pub async fn get(d: &Domain, name: &str) -> DomainResult<Network> {
 /// Creates a network; an identical existing one is answered without a write, a different one
 /// is a conflict.
 pub async fn put(d: &Domain, network: Network) -> DomainResult<Network> {
+    // Files named in the options must be in the operator's trusted directory.
+    kube::trusted::check_network(&network)?;
     let store = d.store.as_ref();
     let name = network.name.clone();
     let key = &network_key(&name);

@@ -5,7 +5,6 @@
 //! does not pay for ~200 s of extra release build.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -60,9 +59,52 @@ fn opt_str<'a>(options: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a st
     options.get(key).and_then(Value::as_str)
 }
 
-fn read_file(path: &str, what: &str) -> Result<Vec<u8>, KubeError> {
-    std::fs::read(Path::new(path))
-        .map_err(|e| KubeError::Config(format!("{what} {path}: cannot read it: {e}")))
+/// A container manager's TLS material, as bytes: from PEM text in the options (`ca`,
+/// `certificate`, `certificate_key`) or from files named in the trusted files directory
+/// (`ca_path`, `certificate_path`, `certificate_key_path`). Never from any other server path.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// CA bundle that replaces the system roots.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate (chain).
+    pub certificate: Option<Vec<u8>>,
+    /// Client private key.
+    pub certificate_key: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("certificate", &self.certificate.as_ref().map(Vec::len))
+            .field(
+                "certificate_key",
+                &self.certificate_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl TlsMaterial {
+    /// Collects the material from a container manager's options (secrets opened).
+    pub fn from_options(options: &BTreeMap<String, Value>) -> Result<TlsMaterial, KubeError> {
+        let one = |text_key: &str, path_key: &str| -> Result<Option<Vec<u8>>, KubeError> {
+            if let Some(text) = opt_str(options, text_key) {
+                return Ok(Some(text.as_bytes().to_vec()));
+            }
+            match opt_str(options, path_key) {
+                None => Ok(None),
+                Some(name) => crate::trusted::read(&format!("options.{path_key}"), name)
+                    .map(Some)
+                    .map_err(|e| KubeError::Config(e.to_string())),
+            }
+        };
+        Ok(TlsMaterial {
+            ca: one("ca", "ca_path")?,
+            certificate: one("certificate", "certificate_path")?,
+            certificate_key: one("certificate_key", "certificate_key_path")?,
+        })
+    }
 }
 
 /// The innermost error in a chain, which is where reqwest/hyper/rustls say what went wrong.
@@ -81,9 +123,10 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl KubeClient {
     /// Builds a client from a container manager's options: `server_url` (required), `token`,
-    /// `certificate_path` + `certificate_key_path` (client certificate), `ca_path` (CA bundle
-    /// that replaces the system roots), `insecure_skip_tls_verify`. Files are read here, so a
-    /// wrong path or a file that is not PEM is reported at once.
+    /// `certificate` + `certificate_key` (client certificate), `ca` (CA bundle that replaces
+    /// the system roots) as PEM text, or the `*_path` forms naming files in the trusted files
+    /// directory ([`crate::trusted`]), `insecure_skip_tls_verify`. Material that is not PEM
+    /// is reported at once; errors never quote it.
     pub fn from_options(options: &BTreeMap<String, Value>) -> Result<KubeClient, KubeError> {
         // reqwest is built without a default provider; ours is ring (idempotent).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -98,31 +141,38 @@ impl KubeClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("commissaire/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = opt_str(options, "ca_path") {
-            let pem = read_file(ca, "options.ca_path")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        let tls = TlsMaterial::from_options(options)?;
+        let source = |text_key: &'static str, path_key: &'static str| {
+            if options.contains_key(text_key) {
+                text_key
+            } else {
+                path_key
+            }
+        };
+        if let Some(pem) = &tls.ca {
+            let field = source("ca", "ca_path");
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 KubeError::Config(format!(
-                    "options.ca_path {ca}: not a PEM certificate bundle: {}",
+                    "options.{field}: not a PEM certificate bundle: {}",
                     chain(&e)
                 ))
             })?;
             if certs.is_empty() {
                 return Err(KubeError::Config(format!(
-                    "options.ca_path {ca}: holds no PEM certificate"
+                    "options.{field}: holds no PEM certificate"
                 )));
             }
             b = b.tls_certs_only(certs);
         }
-        if let (Some(cert), Some(key)) = (
-            opt_str(options, "certificate_path"),
-            opt_str(options, "certificate_key_path"),
-        ) {
-            let mut pem = read_file(cert, "options.certificate_path")?;
+        if let (Some(cert), Some(key)) = (&tls.certificate, &tls.certificate_key) {
+            let mut pem = cert.clone();
             pem.push(b'\n');
-            pem.extend(read_file(key, "options.certificate_key_path")?);
+            pem.extend_from_slice(key);
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
                 KubeError::Config(format!(
-                    "options.certificate_path {cert} / certificate_key_path {key}: not a PEM certificate and private key: {}",
+                    "options.{} / {}: not a PEM certificate and private key: {}",
+                    source("certificate", "certificate_path"),
+                    source("certificate_key", "certificate_key_path"),
                     chain(&e)
                 ))
             })?;

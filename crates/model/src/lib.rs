@@ -530,7 +530,7 @@ pub struct ContainerManagerConfig {
 }
 
 /// Option keys of container managers that hold secrets and are never shown.
-pub const SECRET_OPTION_KEYS: &[&str] = &["token"];
+pub const SECRET_OPTION_KEYS: &[&str] = &["token", "certificate_key"];
 
 /// What the API shows instead of a secret option value.
 pub const REDACTED: &str = "<redacted>";

@@ -255,15 +255,8 @@ impl OperationOptions {
         let version = match (kind, f.get("version")) {
             (OperationKind::Deploy, Some(Value::String(s))) if !s.trim().is_empty() => {
                 let s = s.trim();
-                if !s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+'))
-                {
-                    return Err(ValidationError::new(
-                        "version",
-                        format!("{s:?} is not a valid OSTree version (letters, digits, . - _ : +)"),
-                    ));
-                }
+                // The same rule the worker applies before building the command.
+                crate::validate::validate_ostree_version("version", s)?;
                 Some(s.to_string())
             }
             (OperationKind::Deploy, Some(Value::String(_)) | None) => {
@@ -774,6 +767,12 @@ mod tests {
                 json!({"version": "1; reboot"}),
                 "version",
             ),
+            (
+                OperationKind::Deploy,
+                json!({"version": "7.2+1"}),
+                "version",
+            ),
+            (OperationKind::Deploy, json!({"version": "-x"}), "version"),
         ] {
             let e = OperationOptions::from_json(kind, &fields(body.clone()), false).unwrap_err();
             assert_eq!(e.field, field, "{body}");

@@ -9,8 +9,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::validate::{canonical_address, validate_name};
-use crate::{ContainerManagerConfig, ContainerManagerType, Network, NetworkType, ValidationError};
+use crate::validate::{
+    PemKind, canonical_address, validate_etcd_key, validate_name, validate_pem, validate_token,
+    validate_trusted_file_name, validate_url,
+};
+use crate::{
+    ContainerManagerConfig, ContainerManagerType, Network, NetworkType, SECRET_OPTION_KEYS,
+    ValidationError,
+};
 
 /// A request body: a JSON object (an empty body counts as `{}`).
 pub type Fields = Map<String, Value>;
@@ -305,22 +311,6 @@ fn validate_host_port(field: &str, s: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// Checks an `http://` or `https://` URL with a host part.
-fn validate_url(field: &str, s: &str) -> Result<(), ValidationError> {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {
-            Ok(())
-        }
-        _ => Err(ValidationError::new(
-            field,
-            format!("{s:?} is not an http:// or https:// URL"),
-        )),
-    }
-}
-
 /// Body of `PUT /network/{name}`; `type` defaults to `flannel_etcd`, `options` to `{}`.
 pub struct NetworkRequest;
 
@@ -328,8 +318,11 @@ impl NetworkRequest {
     /// Validates a network body into the record to store under `name`.
     ///
     /// Options: `flannel_server` requires `address` (`host:port` of the flannel server);
-    /// `flannel_etcd` accepts `server_url` (etcd URL for flannel, default: the store's etcd) and
-    /// `key` (etcd prefix of the flannel configuration, default `/atomic01/network`).
+    /// `flannel_etcd` accepts `server_url` (etcd URL for flannel, default: the store's etcd),
+    /// `key` (etcd prefix of the flannel configuration, default `/atomic01/network`) and, for a
+    /// TLS etcd, `ca_path`, `certificate_path` + `certificate_key_path`: names of files in the
+    /// server's trusted files directory, copied to the hosts. Every value lands in a sysconfig
+    /// file on the hosts, so each is checked against that syntax here.
     pub fn from_json(name: &str, f: &Fields) -> Result<Network, ValidationError> {
         validate_name("name", name)?;
         let kind = match opt_str(f, "type")?.as_deref() {
@@ -355,16 +348,43 @@ impl NetworkRequest {
                 validate_host_port("options.address", &addr)?;
             }
             NetworkType::FlannelEtcd => {
-                check_option_keys(&options, &["server_url", "key"], "flannel_etcd networks")?;
-                if let Some(url) = option_str(&options, "server_url")? {
-                    validate_url("options.server_url", &url)?;
+                check_option_keys(
+                    &options,
+                    &[
+                        "server_url",
+                        "key",
+                        "ca_path",
+                        "certificate_path",
+                        "certificate_key_path",
+                    ],
+                    "flannel_etcd networks",
+                )?;
+                let url = option_str(&options, "server_url")?;
+                if let Some(url) = &url {
+                    validate_url("options.server_url", url)?;
                 }
-                if let Some(key) = option_str(&options, "key")?
-                    && !key.starts_with('/')
+                if let Some(key) = option_str(&options, "key")? {
+                    validate_etcd_key("options.key", &key)?;
+                }
+                // TLS credentials for flannel are files the operator put in the trusted files
+                // directory for this purpose, named here; never the server's own etcd keys.
+                for opt in ["ca_path", "certificate_path", "certificate_key_path"] {
+                    if let Some(name) = option_str(&options, opt)? {
+                        validate_trusted_file_name(&format!("options.{opt}"), &name)?;
+                        if !url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+                            return Err(ValidationError::new(
+                                format!("options.{opt}"),
+                                "TLS files need an https:// options.server_url",
+                            ));
+                        }
+                    }
+                }
+                if options.contains_key("certificate_path")
+                    != options.contains_key("certificate_key_path")
                 {
                     return Err(ValidationError::new(
-                        "options.key",
-                        format!("{key:?} must be an absolute etcd key starting with '/'"),
+                        "options.certificate_path",
+                        "certificate_path and certificate_key_path must be given together",
                     ));
                 }
             }
@@ -377,14 +397,74 @@ impl NetworkRequest {
     }
 }
 
+/// Checks the TLS material of a container manager; returns whether a client certificate is
+/// configured. Each of the CA, the certificate and the key comes either as PEM text (`ca`,
+/// `certificate`, `certificate_key`) or as a file name in the trusted files directory
+/// (`*_path`), not both; certificate and key come together.
+fn check_tls_options(options: &Fields) -> Result<bool, ValidationError> {
+    let pems = [
+        ("ca", "ca_path", PemKind::Certificates),
+        ("certificate", "certificate_path", PemKind::Certificates),
+        (
+            "certificate_key",
+            "certificate_key_path",
+            PemKind::PrivateKey,
+        ),
+    ];
+    let mut present = [false; 3];
+    for (i, (text_key, path_key, kind)) in pems.into_iter().enumerate() {
+        let text = option_str(options, text_key)?;
+        let path = option_str(options, path_key)?;
+        if text.is_some() && path.is_some() {
+            return Err(ValidationError::new(
+                format!("options.{path_key}"),
+                format!("give either {text_key} (PEM text) or {path_key}, not both"),
+            ));
+        }
+        if let Some(t) = &text {
+            validate_pem(&format!("options.{text_key}"), t, kind)?;
+        }
+        if let Some(p) = &path {
+            validate_trusted_file_name(&format!("options.{path_key}"), p)?;
+        }
+        present[i] = text.is_some() || path.is_some();
+    }
+    if present[1] != present[2] {
+        return Err(ValidationError::new(
+            "options.certificate",
+            "a client certificate needs its key: give certificate and certificate_key (or certificate_path and certificate_key_path) together",
+        ));
+    }
+    Ok(present[1])
+}
+
+/// Whether a re-`PUT` of an existing container manager may answer 201 without writing.
+///
+/// Secret options are never compared, so the answer cannot confirm a guessed secret: a
+/// request that carries any secret option (`token`, `certificate_key`) is always a conflict
+/// with an existing record, and one without secrets matches only a stored record that is
+/// equal to it, secrets included (so a stored record that has a secret never matches).
+pub fn container_manager_reput_matches(
+    existing: &ContainerManagerConfig,
+    requested: &ContainerManagerConfig,
+) -> bool {
+    let carries_secret = SECRET_OPTION_KEYS
+        .iter()
+        .any(|k| requested.options.contains_key(*k));
+    !carries_secret && existing == requested
+}
+
 /// Body of `PUT /containermanager/{name}`; `type` defaults to `openshift`.
 pub struct ContainerManagerRequest;
 
 impl ContainerManagerRequest {
     /// Validates a container-manager body into the record to store under `name`.
     ///
-    /// `openshift`/`kubernetes` options: `server_url` (required), `token`, `certificate_path`
-    /// and `certificate_key_path` (both or neither), `ca_path`, `insecure_skip_tls_verify`
+    /// `openshift`/`kubernetes` options: `server_url` (required), `token`, `ca` (PEM CA
+    /// bundle), `certificate` and `certificate_key` (PEM client certificate and key, both or
+    /// neither; the key is sealed like the token), or instead of those three `ca_path`,
+    /// `certificate_path`, `certificate_key_path` naming files in the server's trusted files
+    /// directory (never arbitrary server paths), `insecure_skip_tls_verify`
     /// (boolean, default false), `node_ready_timeout_seconds` (how long a new host's node may
     /// take to become Ready, default 300). `trivial` takes no options.
     pub fn from_json(name: &str, f: &Fields) -> Result<ContainerManagerConfig, ValidationError> {
@@ -413,6 +493,9 @@ impl ContainerManagerRequest {
                     &[
                         "server_url",
                         "token",
+                        "ca",
+                        "certificate",
+                        "certificate_key",
                         "certificate_path",
                         "certificate_key_path",
                         "ca_path",
@@ -428,26 +511,16 @@ impl ContainerManagerRequest {
                     )
                 })?;
                 validate_url("options.server_url", &url)?;
-                if let Some(t) = option_str(&options, "token")?
-                    && t.is_empty()
-                {
-                    return Err(ValidationError::new("options.token", "must not be empty"));
+                if let Some(t) = option_str(&options, "token")? {
+                    validate_token("options.token", &t)?;
                 }
-                let cert = option_str(&options, "certificate_path")?;
-                let key = option_str(&options, "certificate_key_path")?;
-                if cert.is_some() != key.is_some() {
-                    return Err(ValidationError::new(
-                        "options.certificate_path",
-                        "certificate_path and certificate_key_path must be given together",
-                    ));
-                }
-                if cert.is_some() && !url.starts_with("https://") {
+                let has_cert = check_tls_options(&options)?;
+                if has_cert && !url.starts_with("https://") {
                     return Err(ValidationError::new(
                         "options.server_url",
                         "a client certificate needs an https:// server_url",
                     ));
                 }
-                option_str(&options, "ca_path")?;
                 if let Some(v) = options.get("node_ready_timeout_seconds")
                     && !v.as_u64().is_some_and(|n| (1..=86_400).contains(&n))
                 {
@@ -563,6 +636,93 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn injection_into_host_files_is_refused() {
+        for (opts, field) in [
+            (json!({"key": "/a\"\nEVIL=\"$(id)\""}), "options.key"),
+            (
+                json!({"server_url": "http://e:2379\"\nX=1"}),
+                "options.server_url",
+            ),
+            (
+                json!({"server_url": "http://e:2379", "ca_path": "ca.pem"}),
+                "options.ca_path",
+            ),
+            (
+                json!({"server_url": "https://e:2379", "ca_path": "/etc/ssl/private/k"}),
+                "options.ca_path",
+            ),
+            (
+                json!({"server_url": "https://e:2379", "certificate_path": "c.pem"}),
+                "options.certificate_path",
+            ),
+        ] {
+            let e = NetworkRequest::from_json("n", &obj(json!({"options": opts}))).unwrap_err();
+            assert_eq!(e.field, field, "{opts}");
+        }
+        let ok = NetworkRequest::from_json(
+            "n",
+            &obj(
+                json!({"options": {"server_url": "https://e:2379", "ca_path": "etcd-ca.pem",
+                                    "certificate_path": "c.pem", "certificate_key_path": "k.pem"}}),
+            ),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn container_manager_files_are_content_or_trusted_names() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+        let cm = |opts: Value| {
+            let mut o = json!({"server_url": "https://k:6443"});
+            o.as_object_mut()
+                .unwrap()
+                .extend(opts.as_object().unwrap().clone());
+            ContainerManagerRequest::from_json(
+                "k",
+                &obj(json!({"type": "kubernetes", "options": o})),
+            )
+        };
+        assert!(cm(json!({"ca": cert, "certificate": cert, "certificate_key": key})).is_ok());
+        assert!(cm(json!({"ca_path": "kube-ca.pem"})).is_ok());
+        for (opts, field) in [
+            (
+                json!({"ca_path": "/etc/ssl/private/server.key"}),
+                "options.ca_path",
+            ),
+            (json!({"ca_path": "../../etc/passwd"}), "options.ca_path"),
+            (json!({"ca": "/dev/zero"}), "options.ca"),
+            (json!({"ca": cert, "ca_path": "a.pem"}), "options.ca_path"),
+            (json!({"certificate": cert}), "options.certificate"),
+            (
+                json!({"certificate": cert, "certificate_key": cert}),
+                "options.certificate_key",
+            ),
+            (json!({"token": "a\nb"}), "options.token"),
+        ] {
+            let e = cm(opts.clone()).unwrap_err();
+            assert_eq!(e.field, field, "{opts}");
+        }
+    }
+
+    #[test]
+    fn reput_never_compares_secrets() {
+        let base = |opts: Value| ContainerManagerConfig {
+            name: "k".into(),
+            kind: ContainerManagerType::Kubernetes,
+            options: opts.as_object().unwrap().clone().into_iter().collect(),
+        };
+        let with_token = base(json!({"server_url": "https://k", "token": "t"}));
+        let other_token = base(json!({"server_url": "https://k", "token": "u"}));
+        let plain = base(json!({"server_url": "https://k"}));
+        // Same and different secrets answer alike.
+        assert!(!container_manager_reput_matches(&with_token, &with_token));
+        assert!(!container_manager_reput_matches(&with_token, &other_token));
+        assert!(!container_manager_reput_matches(&with_token, &plain));
+        assert!(container_manager_reput_matches(&plain, &plain));
     }
 
     #[test]

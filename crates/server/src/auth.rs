@@ -39,6 +39,115 @@ pub const CACHE_TTL: Duration = Duration::from_secs(60);
 const BCRYPT_SLOTS: usize = 2;
 /// Bound on remembered credentials (the cache is cleared when full).
 const CACHE_MAX: usize = 10_000;
+/// Failed logins per source address or user name answered without delay.
+const FREE_FAILURES: u32 = 3;
+/// Delay after the first failure beyond the free ones; doubles with each further failure.
+const BASE_DELAY: Duration = Duration::from_millis(100);
+/// Longest delay.
+const MAX_DELAY: Duration = Duration::from_secs(8);
+/// A source address or user name is forgotten this long after its last failure.
+const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Bound on the source addresses and user names remembered for throttling.
+const THROTTLE_MAX: usize = 4096;
+
+/// What failed logins are counted under: a source address, or (a keyed digest of) a user
+/// name, so an entry has a fixed size whatever name a client sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ThrottleKey {
+    Addr(std::net::IpAddr),
+    User([u8; 32]),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Failures {
+    /// Failed logins, decaying only by being forgotten after [`FAILURE_MEMORY`].
+    count: u32,
+    /// Checks under way now: concurrent guesses count as failures until they finish.
+    pending: u32,
+    last: Instant,
+}
+
+/// Exponential delays for failed logins per source address and per user name, in bounded
+/// memory: at most [`THROTTLE_MAX`] keys; when full, forgotten entries go first, then the
+/// least recently failed one.
+#[derive(Default)]
+struct Throttle {
+    entries: Mutex<HashMap<ThrottleKey, Failures>>,
+}
+
+impl Throttle {
+    /// Registers a check under `keys` and returns how long it must wait first.
+    fn begin(&self, keys: &[ThrottleKey]) -> Duration {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut worst = 0u32;
+        for k in keys {
+            if !map.contains_key(k) && map.len() >= THROTTLE_MAX {
+                map.retain(|_, f| f.pending > 0 || now.duration_since(f.last) < FAILURE_MEMORY);
+                if map.len() >= THROTTLE_MAX
+                    && let Some(oldest) = map
+                        .iter()
+                        .filter(|(_, f)| f.pending == 0)
+                        .min_by_key(|(_, f)| f.last)
+                        .map(|(k, _)| *k)
+                {
+                    map.remove(&oldest);
+                }
+            }
+            let e = map.entry(*k).or_insert(Failures {
+                count: 0,
+                pending: 0,
+                last: now,
+            });
+            if now.duration_since(e.last) >= FAILURE_MEMORY && e.pending == 0 {
+                e.count = 0;
+            }
+            worst = worst.max(e.count + e.pending);
+            e.pending += 1;
+        }
+        delay_for(worst)
+    }
+
+    /// Ends a check begun with [`Throttle::begin`]: a success clears the keys, a failure
+    /// counts against them.
+    fn finish(&self, keys: &[ThrottleKey], ok: bool) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        for k in keys {
+            if let Some(e) = map.get_mut(k) {
+                e.pending = e.pending.saturating_sub(1);
+                if ok {
+                    e.count = 0;
+                } else {
+                    e.count = e.count.saturating_add(1);
+                    e.last = now;
+                }
+                if e.count == 0 && e.pending == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The wait before a check that follows `failures` failures (counting ones under way).
+fn delay_for(failures: u32) -> Duration {
+    if failures < FREE_FAILURES {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - FREE_FAILURES).min(16);
+    (BASE_DELAY * 2u32.pow(doublings)).min(MAX_DELAY)
+}
+
+/// The cost parameter of a bcrypt hash (`$2b$12$...` → 12).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
 
 /// The authenticated user, put in request extensions for handlers and logs.
 #[derive(Clone, Debug)]
@@ -117,8 +226,12 @@ pub struct BasicAuth {
     inline: Users,
     state: Mutex<UsersState>,
     cache_key: [u8; 32],
-    /// A hash to verify against for unknown users, so their answer takes as long.
-    dummy_hash: String,
+    /// Hashes to verify against for unknown users, one per bcrypt cost in use, so an unknown
+    /// user costs the same work as a known one (cost → hash of a random password).
+    /// (Boxed, with the throttle, to keep [`Plugin`]'s variants of similar size.)
+    dummy_hashes: Box<Mutex<HashMap<u32, String>>>,
+    /// Failed-login delays per source address and user name.
+    throttle: Box<Throttle>,
     /// Bounds bcrypt checks running at once. Requests that waited here look in the cache
     /// again first, so a burst of requests with the same new credentials costs one bcrypt,
     /// not one per request.
@@ -177,7 +290,8 @@ impl BasicAuth {
             cache_key,
             bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
             bcrypt_runs: std::sync::atomic::AtomicU64::new(0),
-            dummy_hash: bcrypt::hash("not a password", 4).map_err(|e| e.to_string())?,
+            dummy_hashes: Box::new(Mutex::new(HashMap::new())),
+            throttle: Box::default(),
         })
     }
 
@@ -185,8 +299,9 @@ impl BasicAuth {
         keyed_digest(&self.cache_key, &[user.as_bytes(), password.as_bytes()])
     }
 
-    /// Looks up the hash for `user`, reloading the users file if it changed.
-    fn hash_for(&self, user: &str) -> Option<String> {
+    /// Looks up the hash for `user`, reloading the users file if it changed. Also returns the
+    /// highest bcrypt cost among all users: an unknown user is checked at that cost.
+    fn hash_for(&self, user: &str) -> (Option<String>, u32) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = &self.filepath {
             let stamp = file_stamp(p);
@@ -202,10 +317,47 @@ impl BasicAuth {
                 st.verified.clear();
             }
         }
-        st.users
+        let cost = st
+            .users
+            .values()
+            .chain(self.inline.values())
+            .filter_map(|h| bcrypt_cost(h))
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let hash = st
+            .users
             .get(user)
             .or_else(|| self.inline.get(user))
-            .cloned()
+            .cloned();
+        (hash, cost)
+    }
+
+    /// A hash of a random password at `cost`, made once per cost (on the blocking pool: at a
+    /// real cost it takes as long as a check).
+    async fn dummy_hash(&self, cost: u32) -> String {
+        if let Some(h) = self
+            .dummy_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cost)
+        {
+            return h.clone();
+        }
+        let mut pw = [0u8; 24];
+        rand::rng().fill_bytes(&mut pw);
+        let made = tokio::task::spawn_blocking(move || bcrypt::hash(hex::encode(pw), cost))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        // A hash that cannot be made still fails every check; the unknown user is refused.
+        let h = made.unwrap_or_else(|| {
+            "$2b$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinv".into()
+        });
+        self.dummy_hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cost, h.clone());
+        h
     }
 
     /// Whether these credentials were verified recently. A hit renews the memory, so a client
@@ -223,21 +375,53 @@ impl BasicAuth {
         }
     }
 
-    async fn check(&self, headers: &HeaderMap) -> Outcome {
+    async fn check(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Outcome {
         let Some((user, password)) = basic_credentials(headers) else {
             return Outcome::NotMine;
         };
-        let hash = self.hash_for(&user);
+        let (hash, cost) = self.hash_for(&user);
         let digest = self.digest(&user, &password);
+        // Remembered good credentials never wait, whatever failed before.
         if hash.is_some() && self.remembered(&digest) {
             return Outcome::Allowed(user);
         }
+        let mut keys = vec![ThrottleKey::User(keyed_digest(
+            &self.cache_key,
+            &[b"user", user.as_bytes()],
+        ))];
+        keys.extend(peer.map(ThrottleKey::Addr));
+        let delay = self.throttle.begin(&keys);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let ok = self.verify(&user, password, hash, cost, digest).await;
+        self.throttle.finish(&keys, ok);
+        if ok {
+            Outcome::Allowed(user)
+        } else {
+            Outcome::Rejected
+        }
+    }
+
+    /// The bcrypt check itself; unknown users are checked against a dummy hash of the same
+    /// cost so that they answer in the same time as known ones.
+    async fn verify(
+        &self,
+        _user: &str,
+        password: String,
+        hash: Option<String>,
+        cost: u32,
+        digest: [u8; 32],
+    ) -> bool {
         let _slot = self.bcrypt_slots.acquire().await;
         if hash.is_some() && self.remembered(&digest) {
-            return Outcome::Allowed(user);
+            return true;
         }
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let hash = match hash {
+            Some(h) => h,
+            None => self.dummy_hash(cost).await,
+        };
         self.bcrypt_runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
@@ -251,10 +435,8 @@ impl BasicAuth {
                 st.verified.clear();
             }
             st.verified.insert(digest, Instant::now() + CACHE_TTL);
-            Outcome::Allowed(user)
-        } else {
-            Outcome::Rejected
         }
+        ok && known
     }
 }
 
@@ -296,6 +478,23 @@ impl BearerTokenAuth {
                 return Err(format!(
                     "openshiftbearertokenauth: unknown option {k:?} (options: server_url, token, ca_path, certificate_path, certificate_key_path, insecure_skip_tls_verify)"
                 ));
+            }
+        }
+        // These paths come from the operator's configuration, not from the API, so they are
+        // read here as given; the client only ever sees their PEM text.
+        let mut opts = opts;
+        for (path_key, text_key) in [
+            ("ca_path", "ca"),
+            ("certificate_path", "certificate"),
+            ("certificate_key_path", "certificate_key"),
+        ] {
+            if let Some(v) = opts.remove(path_key) {
+                let path = v.as_str().ok_or_else(|| {
+                    format!("openshiftbearertokenauth: {path_key} must be a string")
+                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("openshiftbearertokenauth: {path_key} {path}: {e}"))?;
+                opts.insert(text_key.to_string(), Value::String(text));
             }
         }
         let api = kube::KubeClient::from_options(&opts)
@@ -391,9 +590,9 @@ impl Plugin {
         }
     }
 
-    async fn check(&self, headers: &HeaderMap) -> Outcome {
+    async fn check(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Outcome {
         match self {
-            Plugin::Basic(b) => b.check(headers).await,
+            Plugin::Basic(b) => b.check(headers, peer).await,
             Plugin::Bearer(b) => b.check(headers).await,
         }
     }
@@ -442,9 +641,13 @@ pub async fn layer(
     if auth.is_open(req.uri().path()) {
         return next.run(req).await;
     }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let mut presented = false;
     for p in &auth.plugins {
-        match p.check(req.headers()).await {
+        match p.check(req.headers(), peer).await {
             Outcome::Allowed(user) => {
                 req.extensions_mut().insert(AuthUser(user));
                 return next.run(req).await;
@@ -523,18 +726,21 @@ mod tests {
         opts.insert("filepath".into(), Value::String(path.display().to_string()));
         let b = BasicAuth::from_options(&opts).unwrap();
         assert!(matches!(
-            b.check(&headers("a", "pw:with:colons")).await,
+            b.check(&headers("a", "pw:with:colons"), None).await,
             Outcome::Allowed(_)
         ));
         assert!(matches!(
-            b.check(&headers("a", "nope")).await,
+            b.check(&headers("a", "nope"), None).await,
             Outcome::Rejected
         ));
         assert!(matches!(
-            b.check(&headers("zz", "x")).await,
+            b.check(&headers("zz", "x"), None).await,
             Outcome::Rejected
         ));
-        assert!(matches!(b.check(&HeaderMap::new()).await, Outcome::NotMine));
+        assert!(matches!(
+            b.check(&HeaderMap::new(), None).await,
+            Outcome::NotMine
+        ));
         // A cached success is dropped when the file changes.
         let other = bcrypt::hash("new", 4).unwrap();
         std::fs::write(
@@ -543,11 +749,11 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            b.check(&headers("a", "pw:with:colons")).await,
+            b.check(&headers("a", "pw:with:colons"), None).await,
             Outcome::Rejected
         ));
         assert!(matches!(
-            b.check(&headers("a", "new")).await,
+            b.check(&headers("a", "new"), None).await,
             Outcome::Allowed(_)
         ));
     }
@@ -563,7 +769,7 @@ mod tests {
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let b = b.clone();
-                tokio::spawn(async move { b.check(&headers("a", "pw")).await })
+                tokio::spawn(async move { b.check(&headers("a", "pw"), None).await })
             })
             .collect();
         for t in tasks {
@@ -575,6 +781,53 @@ mod tests {
             (1..=BCRYPT_SLOTS as u64).contains(&runs),
             "{runs} bcrypt runs"
         );
+    }
+
+    #[test]
+    fn throttle_delays_grow_and_memory_is_bounded() {
+        assert_eq!(delay_for(0), Duration::ZERO);
+        assert_eq!(delay_for(FREE_FAILURES - 1), Duration::ZERO);
+        assert_eq!(delay_for(FREE_FAILURES), BASE_DELAY);
+        assert_eq!(delay_for(FREE_FAILURES + 2), BASE_DELAY * 4);
+        assert_eq!(delay_for(u32::MAX), MAX_DELAY);
+        let t = Throttle::default();
+        let k = [ThrottleKey::Addr("10.0.0.1".parse().unwrap())];
+        for _ in 0..FREE_FAILURES {
+            assert_eq!(t.begin(&k), Duration::ZERO);
+            t.finish(&k, false);
+        }
+        assert_eq!(t.begin(&k), BASE_DELAY);
+        // A check under way counts: a concurrent guess waits longer.
+        assert_eq!(t.begin(&k), BASE_DELAY * 2);
+        t.finish(&k, false);
+        t.finish(&k, true);
+        assert_eq!(t.begin(&k), Duration::ZERO, "a success clears the key");
+        t.finish(&k, true);
+        for i in 0..(THROTTLE_MAX as u32 + 500) {
+            let k = [ThrottleKey::Addr(std::net::IpAddr::from(i.to_be_bytes()))];
+            t.begin(&k);
+            t.finish(&k, false);
+        }
+        assert!(t.len() <= THROTTLE_MAX, "{}", t.len());
+        assert_eq!(bcrypt_cost("$2b$12$abc"), Some(12));
+        assert_eq!(bcrypt_cost("nope"), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_users_are_checked_at_the_users_cost() {
+        let b = BasicAuth::from_options(
+            serde_json::json!({"users": {"a": {"hash": bcrypt::hash("pw", 6).unwrap()}}})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            b.check(&headers("zz", "x"), None).await,
+            Outcome::Rejected
+        ));
+        let dummies = b.dummy_hashes.lock().unwrap().clone();
+        assert_eq!(dummies.len(), 1);
+        assert_eq!(bcrypt_cost(&dummies[&6]), Some(6));
     }
 
     #[test]

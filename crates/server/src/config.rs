@@ -72,6 +72,24 @@ pub struct Cli {
     /// Run without any authentication (only for isolated test set-ups).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub insecure_no_auth: Option<bool>,
+    /// Directory whose files API users may name in `*_path` options (TLS material for
+    /// container managers and flannel). Default: none, only PEM text is accepted.
+    #[arg(long, value_name = "DIR")]
+    pub trusted_files_dir: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers, also the longest an HTTP/1 keep-alive
+    /// connection may wait for its next request (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds a connection may go without any byte read or written before it is closed
+    /// (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<f64>,
+    /// Most connections served at once; more are closed on accept (default 4096).
+    #[arg(long, value_name = "COUNT")]
+    pub max_connections: Option<u64>,
+    /// Most change-feed subscribers at once; more get 503 with Retry-After (default 256).
+    #[arg(long, value_name = "COUNT")]
+    pub max_event_subscribers: Option<u64>,
 }
 
 /// Output format of the logs.
@@ -138,6 +156,16 @@ pub struct Config {
     pub watcher_interval: std::time::Duration,
     /// Operator overrides of the bootstrap templates.
     pub templates_dir: Option<PathBuf>,
+    /// The only directory API requests may make the server read files from.
+    pub trusted_files_dir: Option<PathBuf>,
+    /// Bound on receiving request headers (and on an idle HTTP/1 keep-alive wait).
+    pub header_read_timeout: std::time::Duration,
+    /// Bound on a connection without any I/O.
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Change-feed subscribers at once.
+    pub max_event_subscribers: usize,
 }
 
 /// The default data directory: `/var/lib/commissaire` for root, else
@@ -173,6 +201,11 @@ const KNOWN_KEYS: &[&str] = &[
     "insecure-no-auth",
     "watcher-interval",
     "templates-dir",
+    "trusted-files-dir",
+    "header-read-timeout",
+    "idle-timeout",
+    "max-connections",
+    "max-event-subscribers",
 ];
 
 /// Keys of the original's configuration that this server does not support yet; named
@@ -222,6 +255,16 @@ pub(crate) fn as_str(key: &str, v: &Value) -> Result<String, String> {
 pub(crate) fn as_bool(key: &str, v: &Value) -> Result<bool, String> {
     v.as_bool()
         .ok_or_else(|| err(key, format!("must be true or false, got {v}")))
+}
+
+fn as_seconds(key: &str, v: &Value) -> Result<f64, String> {
+    v.as_f64()
+        .ok_or_else(|| err(key, format!("must be a number of seconds, got {v}")))
+}
+
+fn as_count(key: &str, v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| err(key, format!("must be a whole number, got {v}")))
 }
 
 pub(crate) fn as_str_list(key: &str, v: &Value) -> Result<Vec<String>, String> {
@@ -421,7 +464,16 @@ impl Config {
             insecure_no_auth: false,
             watcher_interval: std::time::Duration::from_secs(60),
             templates_dir: None,
+            trusted_files_dir: None,
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: 4096,
+            max_event_subscribers: 256,
         };
+        let mut header_read_timeout: Option<f64> = None;
+        let mut idle_timeout: Option<f64> = None;
+        let mut max_connections: Option<u64> = None;
+        let mut max_event_subscribers: Option<u64> = None;
         let mut watcher_interval: Option<f64> = None;
         let mut secrets_key_file = None;
         let mut storage = vec![];
@@ -471,6 +523,15 @@ impl Config {
                     })?)
                 }
                 "templates-dir" => cfg.templates_dir = Some(as_str(&raw_key, &v)?.into()),
+                "trusted-files-dir" => {
+                    cfg.trusted_files_dir = Some(as_str(&raw_key, &v)?.into())
+                }
+                "header-read-timeout" => header_read_timeout = Some(as_seconds(&raw_key, &v)?),
+                "idle-timeout" => idle_timeout = Some(as_seconds(&raw_key, &v)?),
+                "max-connections" => max_connections = Some(as_count(&raw_key, &v)?),
+                "max-event-subscribers" => {
+                    max_event_subscribers = Some(as_count(&raw_key, &v)?)
+                }
                 _ => unreachable!("every known key is handled"),
             }
         }
@@ -540,6 +601,63 @@ impl Config {
         if cli.templates_dir.is_some() {
             cfg.templates_dir = cli.templates_dir;
         }
+        if cli.trusted_files_dir.is_some() {
+            cfg.trusted_files_dir = cli.trusted_files_dir;
+        }
+        if let Some(d) = &cfg.trusted_files_dir
+            && !d.is_dir()
+        {
+            return Err(err(
+                "trusted-files-dir",
+                format!("{} is not a directory", d.display()),
+            ));
+        }
+        let seconds =
+            |key: &str, file: Option<f64>, flag: Option<f64>, into: &mut std::time::Duration| {
+                if let Some(secs) = flag.or(file) {
+                    if !(0.1..=86_400.0).contains(&secs) {
+                        return Err(err(
+                            key,
+                            format!("{secs} is out of range (0.1 to 86400 seconds)"),
+                        ));
+                    }
+                    *into = std::time::Duration::from_secs_f64(secs);
+                }
+                Ok(())
+            };
+        seconds(
+            "header-read-timeout",
+            header_read_timeout,
+            cli.header_read_timeout,
+            &mut cfg.header_read_timeout,
+        )?;
+        seconds(
+            "idle-timeout",
+            idle_timeout,
+            cli.idle_timeout,
+            &mut cfg.idle_timeout,
+        )?;
+        let count = |key: &str, file: Option<u64>, flag: Option<u64>, into: &mut usize| {
+            if let Some(n) = flag.or(file) {
+                if !(1..=1_000_000).contains(&n) {
+                    return Err(err(key, format!("{n} is out of range (1 to 1000000)")));
+                }
+                *into = n as usize;
+            }
+            Ok(())
+        };
+        count(
+            "max-connections",
+            max_connections,
+            cli.max_connections,
+            &mut cfg.max_connections,
+        )?;
+        count(
+            "max-event-subscribers",
+            max_event_subscribers,
+            cli.max_event_subscribers,
+            &mut cfg.max_event_subscribers,
+        )?;
         if let Some(d) = &cfg.templates_dir
             && !d.is_dir()
         {
@@ -594,6 +712,38 @@ impl Config {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn connection_and_feed_limits() {
+        let c = Config::from_parts(Map::new(), Cli::default()).unwrap();
+        assert_eq!(c.header_read_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(c.max_connections, 4096);
+        assert_eq!(c.max_event_subscribers, 256);
+        assert_eq!(c.trusted_files_dir, None);
+        let c = Config::from_parts(
+            file(json!({"header_read_timeout": 2, "idle-timeout": 3.5, "max-connections": 10})),
+            Cli {
+                max_connections: Some(20),
+                ..Cli::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.header_read_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.idle_timeout, std::time::Duration::from_millis(3500));
+        assert_eq!(c.max_connections, 20);
+        for bad in [
+            json!({"idle-timeout": 0}),
+            json!({"max-connections": 0}),
+            json!({"header-read-timeout": "x"}),
+            json!({"trusted-files-dir": "/nonexistent/dir"}),
+        ] {
+            assert!(
+                Config::from_parts(file(bad.clone()), Cli::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     fn file(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

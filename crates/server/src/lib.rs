@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod openapi;
 pub mod state;
 
@@ -317,12 +318,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// Sets hyper's bound on receiving request headers. On HTTP/1 it also bounds the wait for the
+/// next request of a keep-alive connection (that wait is a header read), so idle keep-alive
+/// and slowloris clients are both dropped after it.
+fn bound_headers<A: axum_server::Address, Acc>(
+    server: &mut axum_server::Server<A, Acc>,
+    timeout: Duration,
+) {
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+}
+
 /// Runs the server with already-parsed configuration until a shutdown signal.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&cfg);
     create_data_dir(&cfg)?;
     let sealer = Sealer::load_or_create(&cfg.secrets_key_file).map_err(anyhow::Error::msg)?;
+    kube::trusted::configure(cfg.trusted_files_dir.as_deref()).map_err(anyhow::Error::msg)?;
+    api::events::configure(api::events::FeedLimits {
+        max_subscribers: cfg.max_event_subscribers,
+        // Keep-alive comments must come well within the idle timeout, or a quiet feed would
+        // be cut as idle.
+        keep_alive: (cfg.idle_timeout / 3).min(Duration::from_secs(15)),
+        ..api::events::FeedLimits::default()
+    });
     let store = open_store(&cfg).await?;
     let auth = Arc::new(build_auth(&cfg)?);
     let tls = tls_config(&cfg)?;
@@ -354,11 +377,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg: workers::WorkerConfig {
             watcher_interval: cfg.watcher_interval,
             templates,
+            // The URL only: the server's etcd client credentials never go to hosts.
             etcd: cfg.etcd.as_ref().map(|h| workers::EtcdInfo {
                 server_url: h.server_urls[0].clone(),
-                ca_path: h.certificate_ca_path.clone(),
-                cert_path: h.certificate_path.clone(),
-                key_path: h.certificate_key_path.clone(),
             }),
             ssh: remote::Timeouts {
                 connect: Duration::from_secs(15),
@@ -403,19 +424,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "commissaire-server listening"
     );
     let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+    let limits = limits::LimitAcceptor::new(
+        cfg.max_connections,
+        cfg.idle_timeout,
+        cfg.header_read_timeout,
+    );
     match tls {
         None => {
-            axum_server::from_tcp(listener)?
-                .handle(handle)
-                .serve(svc)
-                .await?
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(limits)
+                .handle(handle);
+            bound_headers(&mut server, cfg.header_read_timeout);
+            server.serve(svc).await?
         }
         Some(sc) => {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
-            axum_server::from_tcp_rustls(listener, rc)?
-                .handle(handle)
-                .serve(svc)
-                .await?
+            // The socket is counted and idle-bounded before the handshake, which itself has
+            // the header-read bound.
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rc)
+                .handshake_timeout(cfg.header_read_timeout)
+                .acceptor(limits);
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(acceptor)
+                .handle(handle);
+            bound_headers(&mut server, cfg.header_read_timeout);
+            server.serve(svc).await?
         }
     }
     for h in worker_handles {

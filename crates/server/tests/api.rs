@@ -143,11 +143,25 @@ async fn container_managers(backend: Backend) {
                "options": {"server_url": "https://k8s.example.com:6443", "token": "<redacted>"}})
     );
     let rev = s.revision().await;
+    // Secrets are never compared (that would confirm a guessed token): a re-PUT carrying a
+    // secret is a conflict whether or not the secret matches, and writes nothing.
+    expect_error(
+        &s.put("/containermanager/k1", body).await,
+        409,
+        "already exists",
+    );
+    assert_eq!(s.revision().await, rev, "a repeated PUT must not write");
+    // Without secrets, an identical re-PUT is still idempotent.
+    let plain =
+        json!({"type": "kubernetes", "options": {"server_url": "https://k8s.example.com:6443"}});
+    let p1 = expect_status(&s.put("/containermanager/k0", plain.clone()).await, 201);
+    let rev = s.revision().await;
     assert_eq!(
-        expect_status(&s.put("/containermanager/k1", body).await, 201),
-        created
+        expect_status(&s.put("/containermanager/k0", plain).await, 201),
+        p1
     );
     assert_eq!(s.revision().await, rev, "an identical PUT must not write");
+    expect_status(&s.delete("/containermanager/k0").await, 200);
     expect_error(
         &s.put(
             "/containermanager/k1",

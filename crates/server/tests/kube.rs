@@ -111,7 +111,8 @@ fn good_options(k: &FakeKube) -> Value {
     json!({
         "server_url": k.url(),
         "token": k.token().unwrap(),
-        "ca_path": k.ca_path().to_str().unwrap(),
+        // PEM text, not a server path: the API never reads files it is pointed at.
+        "ca": std::fs::read_to_string(k.ca_path()).unwrap(),
         "node_ready_timeout_seconds": 4,
     })
 }
@@ -409,15 +410,17 @@ async fn client_certificates_work_and_a_wrong_ca_or_token_is_a_clear_error() {
     flannel_server_network(&server, &tb).await;
     let (cert, key) = kube.client_cert_paths();
     let mut good = good_options(&kube);
-    good["certificate_path"] = json!(cert.to_str().unwrap());
-    good["certificate_key_path"] = json!(key.to_str().unwrap());
+    let pem = |p: &std::path::Path| json!(std::fs::read_to_string(p).unwrap());
+    good["certificate"] = pem(&cert);
+    good["certificate_key"] = pem(&key);
     let mut bad_ca = good.clone();
-    bad_ca["ca_path"] = json!(kube.other_ca_path().to_str().unwrap());
+    bad_ca["ca"] = pem(&kube.other_ca_path());
     let mut bad_token = good.clone();
     bad_token["token"] = json!("not-the-token");
 
     // Options that cannot work are refused up front, and nothing is stored.
     let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("ca");
     missing["ca_path"] = json!("/nonexistent/ca.pem");
     expect_error(
         &server
@@ -430,8 +433,8 @@ async fn client_certificates_work_and_a_wrong_ca_or_token_is_a_clear_error() {
         "/nonexistent/ca.pem",
     );
     let mut not_pem = good.clone();
-    not_pem["certificate_path"] = json!(kube.ca_path().to_str().unwrap());
-    not_pem["certificate_key_path"] = json!(kube.ca_path().to_str().unwrap());
+    not_pem["certificate"] = pem(&kube.ca_path());
+    not_pem["certificate_key"] = pem(&kube.ca_path());
     expect_error(
         &server
             .put(
@@ -440,7 +443,7 @@ async fn client_certificates_work_and_a_wrong_ca_or_token_is_a_clear_error() {
             )
             .await,
         400,
-        "certificate_key_path",
+        "certificate_key",
     );
     expect_status(&server.get("/containermanager/m").await, 404);
 

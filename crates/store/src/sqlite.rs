@@ -27,6 +27,12 @@ pub const LOG_RETENTION: i64 = 100_000;
 /// Compaction runs when the revision is a multiple of this.
 const COMPACT_EVERY: i64 = 1_000;
 const READERS: usize = 4;
+/// Bytes of values read from the log at once when a watch replays history (a page ends at
+/// the first revision boundary past it).
+const REPLAY_PAGE_BYTES: usize = 512 * 1024;
+/// Change groups a watch buffers ahead of its reader: few, since one group may hold large
+/// values; the reader's own buffer is what absorbs bursts.
+const WATCH_BUFFER: usize = 4;
 
 /// The embedded SQLite store.
 #[derive(Clone)]
@@ -118,6 +124,44 @@ impl SqliteStore {
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
+    /// Sends the logged changes of revisions `from..=to` under `prefix`, reading at most
+    /// [`REPLAY_PAGE_BYTES`] at a time and waiting for the receiver between pages, so a
+    /// replay of the whole history holds one page in memory, not the history. `Ok(false)`
+    /// when the receiver went away.
+    async fn replay(
+        &self,
+        prefix: &str,
+        from: Revision,
+        to: Revision,
+        tx: &mpsc::Sender<StoreResult<Vec<Event>>>,
+    ) -> StoreResult<bool> {
+        let mut next = from;
+        while next <= to {
+            let p = prefix.to_string();
+            let page_start = next;
+            let (groups, after) = self
+                .read(move |c| {
+                    // Compaction may have run since the previous page.
+                    let compacted = compacted_revision(c)?;
+                    if page_start <= compacted {
+                        return Err(StoreError::Compacted {
+                            requested: page_start,
+                            oldest: compacted + 1,
+                        });
+                    }
+                    read_log_page(c, &p, page_start, to, REPLAY_PAGE_BYTES)
+                })
+                .await?;
+            for g in groups {
+                if tx.send(Ok(g)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            next = after;
+        }
+        Ok(true)
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -204,46 +248,55 @@ fn list_prefix(conn: &Connection, prefix: &str) -> StoreResult<Vec<KeyValue>> {
 }
 
 /// Reads logged changes with revision in `from..=to` under `prefix`, grouped per revision.
-fn read_log(
+/// Reads the logged changes of revisions `from..=to` under `prefix` in order, stopping at the
+/// first revision boundary after `max_bytes` of values: the rows are streamed from SQLite, so
+/// no more than that (plus one revision) is ever in memory. Returns the groups and the first
+/// revision not read (`to + 1` when everything was).
+fn read_log_page(
     conn: &Connection,
     prefix: &str,
     from: Revision,
     to: Revision,
-) -> StoreResult<Vec<Vec<Event>>> {
+    max_bytes: usize,
+) -> StoreResult<(Vec<Vec<Event>>, Revision)> {
     let mut st = conn
         .prepare_cached(
             "SELECT rev, key, kind, created, value FROM log
              WHERE rev >= ?1 AND rev <= ?2 ORDER BY rev, idx",
         )
         .map_err(backend)?;
-    let rows = st
-        .query_map(params![from, to], |r| {
-            let kind: i64 = r.get(2)?;
-            Ok(Event {
-                revision: r.get(0)?,
-                key: r.get(1)?,
-                kind: if kind == 0 {
-                    EventKind::Put
-                } else {
-                    EventKind::Delete
-                },
-                created: r.get::<_, i64>(3)? != 0,
-                value: r.get(4)?,
-            })
-        })
-        .map_err(backend)?;
+    let mut rows = st.query(params![from, to]).map_err(backend)?;
     let mut out: Vec<Vec<Event>> = Vec::new();
-    for ev in rows {
-        let ev = ev.map_err(backend)?;
-        if !ev.key.starts_with(prefix) {
+    let mut bytes = 0usize;
+    while let Some(r) = rows.next().map_err(backend)? {
+        let revision: Revision = r.get(0).map_err(backend)?;
+        if bytes >= max_bytes && out.last().is_some_and(|g| g[0].revision != revision) {
+            return Ok((out, revision));
+        }
+        let key: String = r.get(1).map_err(backend)?;
+        if !key.starts_with(prefix) {
             continue;
         }
+        let kind: i64 = r.get(2).map_err(backend)?;
+        let value: Option<Vec<u8>> = r.get(4).map_err(backend)?;
+        bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        let ev = Event {
+            revision,
+            key,
+            kind: if kind == 0 {
+                EventKind::Put
+            } else {
+                EventKind::Delete
+            },
+            created: r.get::<_, i64>(3).map_err(backend)? != 0,
+            value,
+        };
         match out.last_mut() {
             Some(group) if group[0].revision == ev.revision => group.push(ev),
             _ => out.push(vec![ev]),
         }
     }
-    Ok(out)
+    Ok((out, to + 1))
 }
 
 fn apply_txn(
@@ -417,34 +470,36 @@ impl Store for SqliteStore {
         // Subscribe before reading history so nothing committed in between is missed.
         let mut live = self.inner.changes.subscribe();
         let prefix = prefix.to_string();
-        let p = prefix.clone();
-        let (history, mut last) = self
+        // Only the bounds are read now (so a compacted start is an error the caller sees);
+        // the history itself is streamed page by page below, never loaded whole.
+        let (start, mut last) = self
             .read(move |c| {
                 let tx = c.unchecked_transaction().map_err(backend)?;
                 let current = current_revision(&tx)?;
-                let out = match from {
-                    None => (vec![], current),
-                    Some(r) => {
-                        let compacted = compacted_revision(&tx)?;
-                        if r <= compacted {
-                            return Err(StoreError::Compacted {
-                                requested: r,
-                                oldest: compacted + 1,
-                            });
-                        }
-                        (read_log(&tx, &p, r, current)?, current)
+                if let Some(r) = from {
+                    let compacted = compacted_revision(&tx)?;
+                    if r <= compacted {
+                        return Err(StoreError::Compacted {
+                            requested: r,
+                            oldest: compacted + 1,
+                        });
                     }
-                };
+                }
                 tx.finish().map_err(backend)?;
-                Ok(out)
+                Ok((from, current))
             })
             .await?;
-        let (tx, rx) = mpsc::channel::<StoreResult<Vec<Event>>>(256);
+        let (tx, rx) = mpsc::channel::<StoreResult<Vec<Event>>>(WATCH_BUFFER);
         let store = self.clone();
         tokio::spawn(async move {
-            for group in history {
-                if tx.send(Ok(group)).await.is_err() {
-                    return;
+            if let Some(from) = start {
+                match store.replay(&prefix, from, last, &tx).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
                 }
             }
             loop {
@@ -464,31 +519,17 @@ impl Store for SqliteStore {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind the live channel: catch up from the log.
-                        let p = prefix.clone();
-                        let from = last + 1;
-                        let caught = store
-                            .read(move |c| {
-                                let current = current_revision(c)?;
-                                let compacted = compacted_revision(c)?;
-                                if from <= compacted {
-                                    return Err(StoreError::Compacted {
-                                        requested: from,
-                                        oldest: compacted + 1,
-                                    });
-                                }
-                                Ok((read_log(c, &p, from, current)?, current))
-                            })
-                            .await;
-                        match caught {
-                            Ok((groups, current)) => {
-                                for g in groups {
-                                    if tx.send(Ok(g)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                last = current;
+                        // Fell behind the live channel: catch up from the log, page by page.
+                        let current = match store.read(current_revision).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
                             }
+                        };
+                        match store.replay(&prefix, last + 1, current, &tx).await {
+                            Ok(true) => last = current,
+                            Ok(false) => return,
                             Err(e) => {
                                 let _ = tx.send(Err(e)).await;
                                 return;

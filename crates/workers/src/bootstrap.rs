@@ -8,7 +8,7 @@
 //! the worker crashed before recording it in the store.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use minijinja::Environment;
@@ -52,6 +52,7 @@ impl Templates {
                 .build()
                 .map_err(|e| format!("template syntax: {e}"))?,
         );
+        env.set_formatter(escape_output);
         for (name, builtin) in BUILTIN {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.exists()) {
                 Some(p) => std::fs::read_to_string(&p)
@@ -73,16 +74,13 @@ impl Templates {
 }
 
 /// The etcd the server itself uses, for `flannel_etcd` networks without their own URL.
+///
+/// Only the URL: the server's own etcd client credentials never leave the server. Flannel on a
+/// TLS etcd gets the files the operator named in the network's options for that purpose.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdInfo {
     /// Client URL.
     pub server_url: String,
-    /// CA bundle (local path on the server).
-    pub ca_path: Option<PathBuf>,
-    /// Client certificate (local path).
-    pub cert_path: Option<PathBuf>,
-    /// Client key (local path).
-    pub key_path: Option<PathBuf>,
 }
 
 /// Everything bootstrap depends on.
@@ -129,8 +127,26 @@ fn opt_str(options: &BTreeMap<String, Value>, key: &str) -> Option<String> {
     options.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-fn read_local(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+/// Escapes every string a template prints for the syntax of the file it renders: YAML for the
+/// kubeconfig, a double-quoted shell-style value for the sysconfig files. Values were already
+/// validated at the API; this is the second line, and it also covers records written before
+/// the validators existed.
+fn escape_output(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    match value.as_str() {
+        Some(s) => {
+            let escaped = if state.name() == "kubeconfig" {
+                model::validate::escape_yaml(s)
+            } else {
+                model::validate::escape_sysconfig(s)
+            };
+            out.write_str(&escaped).map_err(minijinja::Error::from)
+        }
+        None => minijinja::escape_formatter(out, state, value),
+    }
 }
 
 /// Computes the bootstrap plan of a host.
@@ -169,35 +185,36 @@ pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> 
                 vars["flannel_key"] = json!(
                     opt_str(&net.options, "key").unwrap_or_else(|| DEFAULT_FLANNEL_KEY.into())
                 );
-                // Certificates only when flannel talks to the server's own (TLS) etcd.
-                if let Some(etcd) = inputs
-                    .etcd
-                    .filter(|e| e.server_url == url && url.starts_with("https://"))
-                {
-                    let copies = [
-                        (&etcd.ca_path, "/etc/etcd/cacert.pem", "etcd_ca_path", 0o644),
-                        (
-                            &etcd.cert_path,
-                            "/etc/etcd/client.crt",
-                            "etcd_client_cert_path",
-                            0o644,
-                        ),
-                        (
-                            &etcd.key_path,
-                            "/etc/etcd/key.crt",
-                            "etcd_client_key_path",
-                            0o600,
-                        ),
-                    ];
-                    for (local, remote, var, mode) in copies {
-                        if let Some(local) = local {
-                            files.push(FileSpec {
-                                path: remote.to_string(),
-                                contents: read_local(local, "etcd certificate file")?,
-                                mode,
-                            });
-                            vars[var] = json!(remote);
-                        }
+                // TLS files only from the network's options (files the operator put in the
+                // trusted files directory for flannel), never the server's own etcd keys.
+                let copies = [
+                    ("ca_path", "/etc/etcd/cacert.pem", "etcd_ca_path", 0o644),
+                    (
+                        "certificate_path",
+                        "/etc/etcd/client.crt",
+                        "etcd_client_cert_path",
+                        0o644,
+                    ),
+                    (
+                        "certificate_key_path",
+                        "/etc/etcd/key.crt",
+                        "etcd_client_key_path",
+                        0o600,
+                    ),
+                ];
+                for (opt, remote, var, mode) in copies {
+                    if let Some(name) = opt_str(&net.options, opt) {
+                        let contents = kube::trusted::read(
+                            &format!("network {} options.{opt}", net.name),
+                            &name,
+                        )
+                        .map_err(|e| e.to_string())?;
+                        files.push(FileSpec {
+                            path: remote.to_string(),
+                            contents,
+                            mode,
+                        });
+                        vars[var] = json!(remote);
                     }
                 }
             }
@@ -231,31 +248,35 @@ pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> 
         vars["kubernetes_api_server_url"] =
             json!(opt_str(&cm.options, "server_url").unwrap_or_default());
         vars["kubernetes_bearer_token"] = json!(opt_str(&cm.options, "token"));
+        // PEM text from the options or files named in the trusted files directory; a record
+        // that still names an arbitrary server path is refused, never read.
+        let tls = kube::client::TlsMaterial::from_options(&cm.options)
+            .map_err(|e| format!("container manager {}: {e}", cm.name))?;
         let copies = [
             (
-                "certificate_path",
+                tls.certificate,
                 "/etc/kubernetes/client.crt",
                 "kubernetes_client_cert_path",
                 0o644,
             ),
             (
-                "certificate_key_path",
+                tls.certificate_key,
                 "/etc/kubernetes/client.key",
                 "kubernetes_client_key_path",
                 0o600,
             ),
             (
-                "ca_path",
+                tls.ca,
                 "/etc/kubernetes/ca.crt",
                 "kubernetes_ca_path",
                 0o644,
             ),
         ];
-        for (opt, remote, var, mode) in copies {
-            if let Some(local) = opt_str(&cm.options, opt) {
+        for (contents, remote, var, mode) in copies {
+            if let Some(contents) = contents {
                 files.push(FileSpec {
                     path: remote.to_string(),
-                    contents: read_local(Path::new(&local), "container manager certificate file")?,
+                    contents,
                     mode,
                 });
                 vars[var] = json!(remote);
@@ -460,7 +481,6 @@ mod tests {
         );
         let etcd = EtcdInfo {
             server_url: "http://etcd:2379".into(),
-            ..Default::default()
         };
         let cm = ContainerManagerConfig {
             name: "k".into(),
@@ -494,6 +514,96 @@ mod tests {
         assert_eq!(kc.mode, 0o600);
         let text = String::from_utf8(kc.contents.clone()).unwrap();
         assert!(text.contains("server: https://k8s:6443") && text.contains("token: tok"));
+    }
+
+    #[test]
+    fn no_server_file_reaches_a_host() {
+        let t = Templates::load(None).unwrap();
+        let os = OsCommands::for_host("fedora", false).unwrap();
+        let net = network(
+            NetworkType::FlannelEtcd,
+            json!({"server_url": "https://etcd:2379"}),
+        );
+        let etcd = EtcdInfo {
+            server_url: "https://etcd:2379".into(),
+        };
+        // A record from before the fix that names server paths.
+        let cm = ContainerManagerConfig {
+            name: "k".into(),
+            kind: ContainerManagerType::Kubernetes,
+            options: [
+                ("server_url".to_string(), json!("https://k8s:6443")),
+                ("ca_path".to_string(), json!("/etc/ssl/private/server.key")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let inputs = Inputs {
+            address: "h",
+            os: &os,
+            cluster: None,
+            network: Some(&net),
+            container_manager: None,
+            etcd: Some(&etcd),
+        };
+        let p = plan(&inputs, &t).unwrap();
+        // Flannel on the server's TLS etcd gets no file the server holds.
+        assert!(p.files.iter().all(|f| !f.path.starts_with("/etc/etcd/")));
+        let e = plan(
+            &Inputs {
+                container_manager: Some(&cm),
+                ..inputs
+            },
+            &t,
+        )
+        .unwrap_err();
+        assert!(e.contains("options.ca_path"), "{e}");
+    }
+
+    #[test]
+    fn rendered_values_are_escaped() {
+        let t = Templates::load(None).unwrap();
+        let os = OsCommands::for_host("fedora", false).unwrap();
+        // Stored before validation existed: escaped on the way out.
+        let net = network(
+            NetworkType::FlannelEtcd,
+            json!({"server_url": "http://e:2379", "key": "/a\"\nEVIL=\"$(id)\""}),
+        );
+        let cm = ContainerManagerConfig {
+            name: "k".into(),
+            kind: ContainerManagerType::Kubernetes,
+            options: [
+                ("server_url".to_string(), json!("https://k8s:6443")),
+                ("token".to_string(), json!("x\nclusters: []")),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let p = plan(
+            &Inputs {
+                address: "h",
+                os: &os,
+                cluster: None,
+                network: Some(&net),
+                container_manager: Some(&cm),
+                etcd: None,
+            },
+            &t,
+        )
+        .unwrap();
+        let flannel = String::from_utf8(p.files[0].contents.clone()).unwrap();
+        assert!(
+            !flannel.lines().any(|l| l.starts_with("EVIL=")),
+            "{flannel}"
+        );
+        assert!(flannel.contains("\\$(id)"), "{flannel}");
+        let kc = p
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/kubernetes/kubeconfig")
+            .unwrap();
+        let text = String::from_utf8(kc.contents.clone()).unwrap();
+        assert!(text.contains("token: \"x\\nclusters: []\""), "{text}");
     }
 
     #[test]

@@ -480,6 +480,9 @@ async fn step(
                     }
                     OperationKind::Deploy => {
                         let version = op.version.clone().unwrap_or_default();
+                        // The API's rule, checked again: the record may predate it.
+                        model::validate::validate_ostree_version("version", &version)
+                            .map_err(|e| e.to_string())?;
                         let cmd = os.deploy(&version)?;
                         run_bounded(session, &cmd, remaining()).await?;
                         next.target_version = version;

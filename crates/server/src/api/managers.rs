@@ -31,7 +31,8 @@ pub async fn get_one(
     Ok(Json(managers::get(&state.domain, &name).await?))
 }
 
-/// `PUT /api/v0/containermanager/{name}` — create; identical → 201 without a write; different → 409.
+/// `PUT /api/v0/containermanager/{name}` — create; the same request again without secrets → 201
+/// without a write; anything else (a different one, or one carrying a secret) → 409.
 #[utoipa::path(put, path = "/api/v0/containermanager/{name}", tag = "container managers",
     params(("name" = String, Path)),
     request_body(content = Object, description = "{\"type\": \"openshift\"|\"kubernetes\"|\"trivial\", \"options\": {\"server_url\": ..., \"token\": ...}}"),
