@@ -90,6 +90,13 @@ pub struct Cli {
     /// Most change-feed subscribers at once; more get 503 with Retry-After (default 256).
     #[arg(long, value_name = "COUNT")]
     pub max_event_subscribers: Option<u64>,
+    /// Redis URI of the bus (`redis://host:port/db`): with an etcd store, this server runs no
+    /// workers and publishes jobs there for `commissaire-service` processes.
+    #[arg(long, value_name = "URI")]
+    pub bus_uri: Option<String>,
+    /// Prefix of the bus's stream names (default `commissaire`).
+    #[arg(long, value_name = "NAME")]
+    pub bus_exchange: Option<String>,
 }
 
 /// Output format of the logs.
@@ -166,6 +173,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Change-feed subscribers at once.
     pub max_event_subscribers: usize,
+    /// Redis bus, when the workers run in `commissaire-service` processes.
+    pub bus_uri: Option<String>,
+    /// Prefix of the bus's stream names.
+    pub bus_exchange: String,
 }
 
 /// The default data directory: `/var/lib/commissaire` for root, else
@@ -206,19 +217,8 @@ const KNOWN_KEYS: &[&str] = &[
     "idle-timeout",
     "max-connections",
     "max-event-subscribers",
-];
-
-/// Keys of the original's configuration that this server does not support yet; named
-/// explicitly so the operator learns why start-up stops.
-const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
-    (
-        "bus-uri",
-        "the Redis bus is not available in this version; remove the key (workers run in-process)",
-    ),
-    (
-        "bus-exchange",
-        "the Redis bus is not available in this version; remove the key",
-    ),
+    "bus-uri",
+    "bus-exchange",
 ];
 
 /// Rewrites `--flag_name[=v]` to `--flag-name[=v]` so both spellings work on the command line.
@@ -469,6 +469,8 @@ impl Config {
             idle_timeout: std::time::Duration::from_secs(60),
             max_connections: 4096,
             max_event_subscribers: 256,
+            bus_uri: None,
+            bus_exchange: "commissaire".into(),
         };
         let mut header_read_timeout: Option<f64> = None;
         let mut idle_timeout: Option<f64> = None;
@@ -480,9 +482,6 @@ impl Config {
         let mut log_format = None;
         for (raw_key, v) in file {
             let key = raw_key.replace('_', "-");
-            if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
-                return Err(err(&raw_key, why));
-            }
             if !KNOWN_KEYS.contains(&key.as_str()) {
                 return Err(err(
                     &raw_key,
@@ -531,6 +530,10 @@ impl Config {
                 "max-connections" => max_connections = Some(as_count(&raw_key, &v)?),
                 "max-event-subscribers" => {
                     max_event_subscribers = Some(as_count(&raw_key, &v)?)
+                }
+                "bus-uri" => cfg.bus_uri = Some(as_str(&raw_key, &v)?),
+                "bus-exchange" => {
+                    cfg.bus_exchange = as_str(&raw_key, &v)?
                 }
                 _ => unreachable!("every known key is handled"),
             }
@@ -676,6 +679,33 @@ impl Config {
                 ));
             }
         };
+        if let Some(u) = cli.bus_uri {
+            cfg.bus_uri = Some(u);
+        }
+        if let Some(x) = cli.bus_exchange {
+            cfg.bus_exchange = x;
+        }
+        if let Some(u) = &cfg.bus_uri
+            && !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis+unix://"))
+        {
+            return Err(err(
+                "bus-uri",
+                format!("{u:?} is not a Redis URI (redis://host:port/db)"),
+            ));
+        }
+        if cfg.bus_exchange.is_empty()
+            || !cfg
+                .bus_exchange
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(err(
+                "bus-exchange",
+                "must be letters, digits, '_', '-' or '.'",
+            ));
+        }
         cfg.etcd = parse_storage(storage)?;
         cfg.secrets_key_file = secrets_key_file.unwrap_or_else(|| cfg.data_dir.join("secrets.key"));
         if cfg.listen_interface.parse::<std::net::IpAddr>().is_err() {
@@ -778,8 +808,14 @@ mod tests {
             e.contains("listen-port") && e.contains("port number"),
             "{e}"
         );
-        let e = Config::from_parts(file(json!({"bus-uri": "redis://x"})), cli(&[])).unwrap_err();
-        assert!(e.contains("bus-uri"), "{e}");
+        let e = Config::from_parts(file(json!({"bus-uri": "amqp://x"})), cli(&[])).unwrap_err();
+        assert!(e.contains("bus-uri") && e.contains("Redis"), "{e}");
+        let c = Config::from_parts(
+            file(json!({"bus_uri": "redis://127.0.0.1:6379/"})),
+            cli(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.bus_uri.as_deref(), Some("redis://127.0.0.1:6379/"));
         let e = Config::from_parts(file(json!({"log-format": "xml"})), cli(&[])).unwrap_err();
         assert!(e.contains("log-format"), "{e}");
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod limits;
 pub mod openapi;
+pub mod service;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -308,7 +309,8 @@ fn seed(store: SharedStore) {
     });
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -357,43 +359,72 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let jobs = Arc::new(JobQueue::new());
     let worker_status = Arc::new(WorkerStatus::default());
     let server_id = server_id(&cfg.data_dir)?;
-    // On etcd several processes may share the work: ownership and shards go through leases.
-    let coord = if store.backend_name() == "etcd" {
-        workers::coordinator::Coordinator::etcd(
-            store.clone(),
-            server_id.clone(),
-            workers::driver::WorkerKind::ALL.to_vec(),
-            LEASE_TTL_SECONDS,
-            shutdown_rx.clone(),
-        )
-        .await
-    } else {
-        workers::coordinator::Coordinator::local(server_id.clone())
+    let bus = match (&cfg.bus_uri, store.backend_name()) {
+        (Some(uri), "etcd") => {
+            Some(workers::bus::Bus::new(uri, &cfg.bus_exchange).map_err(anyhow::Error::msg)?)
+        }
+        (Some(_), backend) => {
+            tracing::warn!(
+                backend,
+                "bus-uri is not used: the embedded store cannot be shared between processes, so this server runs every worker itself"
+            );
+            None
+        }
+        (None, _) => None,
     };
-    let ctx = Arc::new(workers::Ctx {
-        store: store.clone(),
-        sealer: sealer.clone(),
-        jobs: jobs.clone(),
-        cfg: workers::WorkerConfig {
-            watcher_interval: cfg.watcher_interval,
-            templates,
-            // The URL only: the server's etcd client credentials never go to hosts.
-            etcd: cfg.etcd.as_ref().map(|h| workers::EtcdInfo {
-                server_url: h.server_urls[0].clone(),
-            }),
-            ssh: remote::Timeouts {
-                connect: Duration::from_secs(15),
-                command: Duration::from_secs(600),
-            },
-        },
-        status: worker_status.clone(),
-        shutdown: shutdown_rx.clone(),
-        server_id,
-        coord,
-        drivers: Arc::default(),
-    });
-    let worker_handles = workers::start(ctx).await;
+    let drivers: Arc<workers::DriverStatsByKind> = Arc::default();
+    let worker_handles = match &bus {
+        // Scaled out: the commissaire-service processes do the work; jobs go on the bus.
+        Some(b) => {
+            tracing::info!("workers run in commissaire-service processes; jobs go on the bus");
+            vec![tokio::spawn(workers::bus::forward_jobs(
+                b.clone(),
+                jobs.clone(),
+                shutdown_rx.clone(),
+            ))]
+        }
+        None => {
+            // On etcd several processes may share the work: ownership and shards go through leases.
+            let coord = if store.backend_name() == "etcd" {
+                workers::coordinator::Coordinator::etcd(
+                    store.clone(),
+                    server_id.clone(),
+                    workers::driver::WorkerKind::ALL.to_vec(),
+                    LEASE_TTL_SECONDS,
+                    shutdown_rx.clone(),
+                )
+                .await
+            } else {
+                workers::coordinator::Coordinator::local(server_id.clone())
+            };
+            let ctx = Arc::new(workers::Ctx {
+                store: store.clone(),
+                sealer: sealer.clone(),
+                jobs: jobs.clone(),
+                cfg: workers::WorkerConfig {
+                    watcher_interval: cfg.watcher_interval,
+                    templates,
+                    // The URL only: the server's etcd client credentials never go to hosts.
+                    etcd: cfg.etcd.as_ref().map(|h| workers::EtcdInfo {
+                        server_url: h.server_urls[0].clone(),
+                    }),
+                    ssh: remote::Timeouts {
+                        connect: Duration::from_secs(15),
+                        command: Duration::from_secs(600),
+                    },
+                },
+                status: worker_status.clone(),
+                shutdown: shutdown_rx.clone(),
+                server_id,
+                coord,
+                drivers: drivers.clone(),
+            });
+            workers::start(ctx).await
+        }
+    };
     let state = AppState {
+        bus,
+        drivers,
         domain: domain::Domain::new(store.clone(), sealer.clone(), jobs.clone()),
         store: store.clone(),
         sealer,

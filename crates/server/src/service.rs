@@ -12,7 +12,7 @@
 //! published revision; entry ids are `<revision>-<index>`, so nothing is published twice.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,7 +130,9 @@ async fn config_from_etcd(name: &str) -> anyhow::Result<Option<Map<String, Value
     };
     for var in ["ETCD_USERNAME", "ETCD_PASSWORD"] {
         if std::env::var_os(var).is_some() {
-            bail!("{var}: etcd user authentication is not supported; use client certificates (ETCD_TLSPEM, ETCD_TLSKEY, ETCD_CACERT)");
+            bail!(
+                "{var}: etcd user authentication is not supported; use client certificates (ETCD_TLSPEM, ETCD_TLSKEY, ETCD_CACERT)"
+            );
         }
     }
     let h = EtcdHandler {
@@ -141,7 +143,11 @@ async fn config_from_etcd(name: &str) -> anyhow::Result<Option<Map<String, Value
     };
     let s = crate::open_etcd(&h).await.context("ETCD_MACHINES")?;
     let key = format!("config/{name}");
-    let Some(kv) = s.get(&key).await.with_context(|| format!("reading /commissaire/{key}"))? else {
+    let Some(kv) = s
+        .get(&key)
+        .await
+        .with_context(|| format!("reading /commissaire/{key}"))?
+    else {
         return Ok(None);
     };
     match serde_json::from_slice::<Value>(&kv.value) {
@@ -204,31 +210,55 @@ impl ServiceConfig {
             let key = raw.replace('-', "_");
             let bad = |m: &str| anyhow::anyhow!("{raw}: {m}");
             match key.as_str() {
-                "bus_uri" => cfg.bus_uri = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?),
-                "bus_exchange" => cfg.bus_exchange = config::as_str(&raw, &v).map_err(anyhow::Error::msg)?,
-                "storage_handlers" => handlers = config::parse_plugins(&raw, &v).map_err(anyhow::Error::msg)?,
+                "bus_uri" => {
+                    cfg.bus_uri = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?)
+                }
+                "bus_exchange" => {
+                    cfg.bus_exchange = config::as_str(&raw, &v).map_err(anyhow::Error::msg)?
+                }
+                "storage_handlers" => {
+                    handlers = config::parse_plugins(&raw, &v).map_err(anyhow::Error::msg)?
+                }
                 "logging" => logging = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?),
                 "debug" => debug = config::as_bool(&raw, &v).map_err(anyhow::Error::msg)?,
-                "secrets_key_file" => cfg.secrets_key_file = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?.into()),
+                "secrets_key_file" => {
+                    cfg.secrets_key_file =
+                        Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?.into())
+                }
                 "metrics_listen" => {
                     cfg.metrics_listen = Some(
                         config::as_str(&raw, &v)
                             .map_err(anyhow::Error::msg)?
                             .parse()
-                            .map_err(|_| bad("must be HOST:PORT with an IP address, e.g. 127.0.0.1:9200"))?,
+                            .map_err(|_| {
+                                bad("must be HOST:PORT with an IP address, e.g. 127.0.0.1:9200")
+                            })?,
                     )
                 }
                 "watcher_interval" => {
-                    cfg.watcher_interval = seconds(v.as_f64()).ok_or_else(|| bad("must be a number of seconds between 1 and 86400"))?
+                    cfg.watcher_interval = seconds(v.as_f64())
+                        .ok_or_else(|| bad("must be a number of seconds between 1 and 86400"))?
                 }
-                "templates_dir" => cfg.templates_dir = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?.into()),
-                "worker_id" => cfg.worker_id = config::as_str(&raw, &v).map_err(anyhow::Error::msg)?,
-                "lease_ttl" => cfg.lease_ttl = v.as_i64().filter(|t| (2..=300).contains(t)).ok_or_else(|| bad("must be a number of seconds between 2 and 300"))?,
+                "templates_dir" => {
+                    cfg.templates_dir =
+                        Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?.into())
+                }
+                "worker_id" => {
+                    cfg.worker_id = config::as_str(&raw, &v).map_err(anyhow::Error::msg)?
+                }
+                "lease_ttl" => {
+                    cfg.lease_ttl = v
+                        .as_i64()
+                        .filter(|t| (2..=300).contains(t))
+                        .ok_or_else(|| bad("must be a number of seconds between 2 and 300"))?
+                }
                 _ => bail!("{raw}: unknown key (known keys: {})", KNOWN.join(", ")),
             }
         }
         if let Some(s) = cli.storage_handler {
-            handlers = vec![config::parse_plugin_arg("--storage-handler", &s).map_err(anyhow::Error::msg)?];
+            handlers = vec![
+                config::parse_plugin_arg("--storage-handler", &s).map_err(anyhow::Error::msg)?,
+            ];
         }
         cfg.etcd = match config::parse_storage(handlers).map_err(anyhow::Error::msg)? {
             Some(h) => h,
@@ -249,7 +279,11 @@ impl ServiceConfig {
             cfg.metrics_listen = Some(a);
         }
         if let Some(w) = cli.watcher_interval {
-            cfg.watcher_interval = seconds(Some(w)).ok_or_else(|| anyhow::anyhow!("--watcher-interval: must be a number of seconds between 1 and 86400"))?;
+            cfg.watcher_interval = seconds(Some(w)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--watcher-interval: must be a number of seconds between 1 and 86400"
+                )
+            })?;
         }
         if let Some(t) = cli.templates_dir {
             cfg.templates_dir = Some(t);
@@ -266,15 +300,22 @@ impl ServiceConfig {
         if cfg.worker_id.is_empty() || cfg.worker_id.contains('/') {
             bail!("worker_id: must be non-empty and contain no '/'");
         }
-        cfg.logging = logging.unwrap_or_else(|| if debug || cli.debug { "debug" } else { "info" }.into());
+        cfg.logging =
+            logging.unwrap_or_else(|| if debug || cli.debug { "debug" } else { "info" }.into());
         let needs_key = cfg.kinds.iter().any(|k| *k != WorkerKind::Containermgr);
         if needs_key && cfg.secrets_key_file.is_none() {
-            bail!("secrets_key_file: required by {} (the server's secrets master key, to open host credentials)", cfg.name);
+            bail!(
+                "secrets_key_file: required by {} (the server's secrets master key, to open host credentials)",
+                cfg.name
+            );
         }
         if let Some(p) = &cfg.secrets_key_file
             && !p.is_file()
         {
-            bail!("secrets_key_file: {} does not exist; give the key file of the server (it seals the hosts' SSH keys)", p.display());
+            bail!(
+                "secrets_key_file: {} does not exist; give the key file of the server (it seals the hosts' SSH keys)",
+                p.display()
+            );
         }
         Ok(cfg)
     }
@@ -303,7 +344,9 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
     let bus = match &cfg.bus_uri {
         Some(u) => Some(Bus::new(u, &cfg.bus_exchange).map_err(anyhow::Error::msg)?),
         None => {
-            tracing::warn!("no bus-uri: this process finds its work by scanning the store only (jobs from the API reach it at the next scan)");
+            tracing::warn!(
+                "no bus-uri: this process finds its work by scanning the store only (jobs from the API reach it at the next scan)"
+            );
             None
         }
     };
@@ -319,10 +362,13 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
     let sealer = match &cfg.secrets_key_file {
         Some(p) => Arc::new(Sealer::load_or_create(p).map_err(anyhow::Error::msg)?),
         // Only the container-manager worker runs without it; it never opens host credentials.
-        None => Arc::new(Sealer::load_or_create(&std::env::temp_dir().join(format!(
-            "commissaire-unused-{}.key",
-            std::process::id()
-        ))).map_err(anyhow::Error::msg)?),
+        None => Arc::new(
+            Sealer::load_or_create(
+                &std::env::temp_dir()
+                    .join(format!("commissaire-unused-{}.key", std::process::id())),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
     };
     let templates =
         workers::Templates::load(cfg.templates_dir.as_deref()).map_err(anyhow::Error::msg)?;
@@ -334,11 +380,9 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
         cfg: workers::WorkerConfig {
             watcher_interval: cfg.watcher_interval,
             templates,
+            // The URL only: the store's client credentials never go to hosts.
             etcd: Some(workers::EtcdInfo {
                 server_url: cfg.etcd.server_urls[0].clone(),
-                ca_path: cfg.etcd.certificate_ca_path.clone(),
-                cert_path: cfg.etcd.certificate_path.clone(),
-                key_path: cfg.etcd.certificate_key_path.clone(),
             }),
             ssh: remote::Timeouts {
                 connect: Duration::from_secs(15),
@@ -382,7 +426,9 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
                 ctx.coord.clone(),
                 shutdown_rx.clone(),
             ))),
-            None => bail!("bus_uri: the storage service publishes the change feed on the bus; configure bus_uri"),
+            None => bail!(
+                "bus_uri: the storage service publishes the change feed on the bus; configure bus_uri"
+            ),
         }
     }
     if let Some(addr) = cfg.metrics_listen {
@@ -482,7 +528,11 @@ async fn publish_changes(
     }
 }
 
-async fn publish_while_owner(store: &SharedStore, bus: &Bus, coord: &Coordinator) -> anyhow::Result<()> {
+async fn publish_while_owner(
+    store: &SharedStore,
+    bus: &Bus,
+    coord: &Coordinator,
+) -> anyhow::Result<()> {
     let stream = bus.events_stream();
     let (last_rev, last_idx) = bus.last_event_id(&stream).await?;
     tracing::info!(stream = %stream, after = last_rev, "publishing the change feed");
@@ -509,7 +559,9 @@ async fn publish_while_owner(store: &SharedStore, bus: &Bus, coord: &Coordinator
             };
             let this = idx;
             idx += 1;
-            if e.revision < last_rev || (e.revision == last_rev && last_idx.is_some_and(|l| this <= l)) {
+            if e.revision < last_rev
+                || (e.revision == last_rev && last_idx.is_some_and(|l| this <= l))
+            {
                 continue;
             }
             let action = match (e.kind, e.created) {
@@ -523,12 +575,8 @@ async fn publish_while_owner(store: &SharedStore, bus: &Bus, coord: &Coordinator
                 .and_then(|v| serde_json::from_slice::<Value>(v).ok())
                 .unwrap_or(Value::Null);
             let body = json!({"revision": e.revision, "kind": kind, "action": action, "name": name, "object": object});
-            bus.publish_event(&stream, e.revision, this, &body.to_string()).await?;
+            bus.publish_event(&stream, e.revision, this, &body.to_string())
+                .await?;
         }
     }
-}
-
-/// Whether `path` names the default configuration file of service `name`.
-pub fn default_config_path(name: &str) -> PathBuf {
-    Path::new("/etc/commissaire").join(format!("{name}.conf"))
 }

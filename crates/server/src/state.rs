@@ -11,6 +11,10 @@ pub use workers::{Job, JobQueue, WorkerStatus};
 /// Shared state of the HTTP layer.
 #[derive(Clone)]
 pub struct AppState {
+    /// The Redis bus, when the workers run in `commissaire-service` processes.
+    pub bus: Option<Arc<workers::bus::Bus>>,
+    /// Reconcile counters of the in-process workers.
+    pub drivers: Arc<workers::DriverStatsByKind>,
     /// The rules over the store that the API routes call.
     pub domain: domain::Domain,
     /// The store.

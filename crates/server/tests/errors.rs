@@ -708,3 +708,56 @@ async fn self_auth_paths_skip_authentication_and_nothing_else_does() {
         "{stderr}"
     );
 }
+
+/// The embedded store made honestly unavailable: another process holds SQLite's write lock
+/// (as a backup tool or a stuck writer would) for longer than the store waits for it. The API
+/// must say "unavailable, retry" (503 with Retry-After), not "our bug" (500), write nothing,
+/// and work again once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_store_held_by_another_process_answers_503() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new(Backend::Sqlite);
+    let s = env.server().await;
+    let db = s.opts.data_dir.join("store.db");
+    let revision = s.revision().await;
+    // python3 (a test prerequisite) holds an exclusive transaction until its stdin closes.
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.read()\n",
+        ])
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read from the lock holder");
+    assert_eq!(line.trim(), "locked");
+
+    let r = s.put("/network/n", json!({})).await;
+    expect_error(&r, 503, "store");
+    assert_eq!(
+        r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "{r:?}"
+    );
+
+    // Released (stdin closed, then the process is reaped by its PID): the same write works,
+    // and the refused one left nothing behind.
+    drop(holder.stdin.take());
+    let status = holder.wait().expect("wait for the lock holder");
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        s.revision().await,
+        revision,
+        "the refused write changed the store"
+    );
+    expect_status(&s.put("/network/n", json!({})).await, 201);
+}

@@ -49,7 +49,36 @@ struct Inner {
     _lock: File,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
+/// Errors that can end a store call, and whether they mean the database is held by another
+/// process.
+trait SqlFailure: std::fmt::Display {
+    fn busy(&self) -> bool {
+        false
+    }
+}
+
+impl SqlFailure for rusqlite::Error {
+    fn busy(&self) -> bool {
+        matches!(
+            self.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+impl<T> SqlFailure for std::sync::PoisonError<T> {}
+impl SqlFailure for std::io::Error {}
+impl SqlFailure for tokio::task::JoinError {}
+impl SqlFailure for String {}
+impl SqlFailure for &str {}
+
+fn backend(e: impl SqlFailure) -> StoreError {
+    // Another process holding the database's write lock past the busy timeout is an outage
+    // of the store (503, try again), not a fault of ours (500).
+    if e.busy() {
+        return StoreError::Unavailable(format!(
+            "sqlite: {e} (another process holds the database)"
+        ));
+    }
     StoreError::Backend(format!("sqlite: {e}"))
 }
 

@@ -96,6 +96,55 @@ impl Bus {
         Ok(())
     }
 
+    /// The stream the `storage` service publishes the change feed to.
+    pub fn events_stream(&self) -> String {
+        format!("{}:events", self.exchange)
+    }
+
+    /// The store revision and per-revision index of the last entry of a change-feed stream
+    /// (`(0, None)` when it is empty).
+    pub async fn last_event_id(&self, stream: &str) -> RedisResult<(i64, Option<u64>)> {
+        let mut c = self.conn().await?;
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await?;
+        Ok(last
+            .first()
+            .and_then(|(id, _)| id.split_once('-'))
+            .and_then(|(r, i)| Some((r.parse().ok()?, Some(i.parse().ok()?))))
+            .unwrap_or((0, None)))
+    }
+
+    /// Appends one change-feed event with id `<revision>-<index>`. An id not above the
+    /// stream's last one means it was published already (by a publisher that died before it
+    /// could know): skipped, so every event is in the stream once.
+    pub async fn publish_event(
+        &self,
+        stream: &str,
+        revision: i64,
+        index: u64,
+        body: &str,
+    ) -> RedisResult<()> {
+        let mut c = self.conn().await?;
+        let r: RedisResult<String> = redis::cmd("XADD")
+            .arg(stream)
+            .arg(format!("{revision}-{index}"))
+            .arg("event")
+            .arg(body)
+            .query_async(&mut c)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("equal or smaller") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Checks that Redis answers (for `/status`).
     pub async fn ping(&self) -> RedisResult<()> {
         let mut c = self.conn().await?;

@@ -32,18 +32,66 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         }
     };
     let ok = store["status"] == "ok";
+    let (bus, workers) = match &state.bus {
+        None => {
+            let mut w = serde_json::Map::new();
+            for kind in workers::driver::WorkerKind::ALL {
+                let d = state.drivers.of(kind);
+                w.insert(
+                    kind.as_str().into(),
+                    json!({"status": "running", "in_process": true,
+                           "reconciles_ok": d.ok.load(Ordering::Relaxed),
+                           "reconcile_errors": d.errors.load(Ordering::Relaxed),
+                           "running": d.running.load(Ordering::Relaxed)}),
+                );
+            }
+            w["investigator"]["in_flight"] =
+                state.workers.investigations.load(Ordering::Relaxed).into();
+            w["watcher"]["rounds"] = state.workers.watcher_rounds.load(Ordering::Relaxed).into();
+            w["watcher"]["hosts_checked_last_round"] = state
+                .workers
+                .watcher_last_checked
+                .load(Ordering::Relaxed)
+                .into();
+            (
+                json!({"type": "in-process", "status": "ok"}),
+                Value::Object(w),
+            )
+        }
+        Some(b) => {
+            let reachable = tokio::time::timeout(STATUS_TIMEOUT, b.ping()).await;
+            let bus = match reachable {
+                Ok(Ok(())) => json!({"type": "redis", "status": "ok"}),
+                Ok(Err(e)) => {
+                    json!({"type": "redis", "status": "unavailable", "error": e.to_string()})
+                }
+                Err(_) => {
+                    json!({"type": "redis", "status": "unavailable", "error": "no answer in time"})
+                }
+            };
+            // The live commissaire-service processes, as registered under their leases.
+            let mut w = serde_json::Map::new();
+            for kind in workers::driver::WorkerKind::ALL {
+                let prefix = format!("{}{}/", workers::coordinator::WORKERS, kind.as_str());
+                let live =
+                    match tokio::time::timeout(STATUS_TIMEOUT, state.store.list(&prefix)).await {
+                        Ok(Ok(kvs)) => kvs.len(),
+                        _ => 0,
+                    };
+                w.insert(
+                    kind.as_str().into(),
+                    json!({"status": if live > 0 { "running" } else { "none" }, "in_process": false, "processes": live}),
+                );
+            }
+            (bus, Value::Object(w))
+        }
+    };
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "store": store,
-        "bus": {"type": "in-process", "status": "ok"},
+        "bus": bus,
         "jobs": {"pending": state.jobs.pending()},
-        "workers": {
-            "investigator": {"status": "running",
-                             "in_flight": state.workers.investigations.load(Ordering::Relaxed)},
-            "watcher": {"status": "running",
-                        "rounds": state.workers.watcher_rounds.load(Ordering::Relaxed),
-                        "hosts_checked_last_round": state.workers.watcher_last_checked.load(Ordering::Relaxed)},
-        },
+        "workers": workers,
     });
     let code = if ok {
         StatusCode::OK
