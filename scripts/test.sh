@@ -3,7 +3,7 @@
 #
 # Needs root: the fleet tests start real sshd "hosts" in their own network, PID and mount
 # namespaces, and the SSH tests run sshd, which only runs as root. The tests use real services:
-# etcd (Debian etcd-server) and OpenSSH (openssh-server, openssh-client), plus iproute2,
+# etcd (Debian etcd-server), Redis (redis-server) and OpenSSH (openssh-server, openssh-client), plus iproute2,
 # util-linux, python3 and openssl; missing packages are installed with apt-get. Building needs
 # Rust (cargo) and a C compiler (rusqlite and ring compile C code).
 #
@@ -31,6 +31,7 @@ fi
 need=()
 [ -x /usr/bin/etcd ] || need+=(etcd-server)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v ssh-keyscan >/dev/null 2>&1 || need+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

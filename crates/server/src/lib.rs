@@ -412,6 +412,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                         connect: Duration::from_secs(15),
                         command: Duration::from_secs(600),
                     },
+                    resync: workers::RESYNC,
                 },
                 status: worker_status.clone(),
                 shutdown: shutdown_rx.clone(),

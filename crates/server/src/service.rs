@@ -72,6 +72,9 @@ pub struct ServiceCli {
     /// Seconds this process's lease outlives it.
     #[arg(long)]
     pub lease_ttl: Option<i64>,
+    /// Seconds between scans of the store for work no job announced.
+    #[arg(long)]
+    pub resync: Option<f64>,
     /// Debug logging.
     #[arg(long)]
     pub debug: bool,
@@ -104,6 +107,8 @@ pub struct ServiceConfig {
     pub worker_id: String,
     /// Lease TTL in seconds.
     pub lease_ttl: i64,
+    /// Time between scans of the store.
+    pub resync: Duration,
     /// Log filter.
     pub logging: String,
 }
@@ -120,6 +125,7 @@ const KNOWN: &[&str] = &[
     "templates_dir",
     "worker_id",
     "lease_ttl",
+    "resync",
 ];
 
 /// Reads `/commissaire/config/NAME` from the etcd named by `ETCD_MACHINES` (`None` when the
@@ -201,6 +207,7 @@ impl ServiceConfig {
             templates_dir: None,
             worker_id: default_worker_id(&cli.name),
             lease_ttl: 10,
+            resync: workers::RESYNC,
             logging: "info".into(),
         };
         let mut handlers: Vec<PluginConfig> = vec![];
@@ -252,6 +259,10 @@ impl ServiceConfig {
                         .filter(|t| (2..=300).contains(t))
                         .ok_or_else(|| bad("must be a number of seconds between 2 and 300"))?
                 }
+                "resync" => {
+                    cfg.resync = seconds(v.as_f64())
+                        .ok_or_else(|| bad("must be a number of seconds between 1 and 86400"))?
+                }
                 _ => bail!("{raw}: unknown key (known keys: {})", KNOWN.join(", ")),
             }
         }
@@ -283,6 +294,11 @@ impl ServiceConfig {
                 anyhow::anyhow!(
                     "--watcher-interval: must be a number of seconds between 1 and 86400"
                 )
+            })?;
+        }
+        if let Some(r) = cli.resync {
+            cfg.resync = seconds(Some(r)).ok_or_else(|| {
+                anyhow::anyhow!("--resync: must be a number of seconds between 1 and 86400")
             })?;
         }
         if let Some(t) = cli.templates_dir {
@@ -388,6 +404,7 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
                 connect: Duration::from_secs(15),
                 command: Duration::from_secs(600),
             },
+            resync: cfg.resync,
         },
         status: Arc::default(),
         shutdown: shutdown_rx.clone(),

@@ -828,7 +828,8 @@ async fn kube_cluster(server: &Server, tb: &Testbed, kube: &FakeKube) {
                 json!({"type": "kubernetes", "options": {
                     "server_url": kube.url(),
                     "token": kube.token().unwrap(),
-                    "ca_path": kube.ca_path().to_str().unwrap(),
+                    // PEM text: the API never reads server files it is pointed at.
+                    "ca": std::fs::read_to_string(kube.ca_path()).unwrap(),
                     "node_ready_timeout_seconds": 30,
                 }}),
             )

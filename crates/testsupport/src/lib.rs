@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod fakekube;
+pub mod redis;
 pub mod sshd;
 pub mod testbed;
 

@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub etcd: Option<EtcdInfo>,
     /// SSH timeouts for investigation and bootstrap.
     pub ssh: remote::Timeouts,
+    /// How often the job-driven workers scan the store for work no job announced.
+    pub resync: std::time::Duration,
 }
 
 /// Counters reported by `/api/v0/status`.
@@ -106,8 +108,8 @@ impl DriverStatsByKind {
     }
 }
 
-/// How often the store is scanned for work that no job announced (lost jobs, other processes'
-/// leftovers), for the workers that are driven by jobs.
+/// How often, by default, the store is scanned for work that no job announced (lost jobs,
+/// other processes' leftovers), for the workers that are driven by jobs.
 pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Starts every worker kind on the reconcile driver, with jobs from the in-process queue.
@@ -153,7 +155,7 @@ pub fn start_kind(
             Arc::new(investigator::Investigator::new(ctx.clone())),
             source,
             DriverOptions {
-                resync: RESYNC,
+                resync: ctx.cfg.resync,
                 concurrency: investigator::MAX_CONCURRENT,
                 ..Default::default()
             },
@@ -190,7 +192,7 @@ pub fn start_kind(
             Arc::new(nodes::NodeRemover::new(ctx.clone())),
             source,
             DriverOptions {
-                resync: RESYNC,
+                resync: ctx.cfg.resync,
                 concurrency: 16,
                 ..Default::default()
             },
