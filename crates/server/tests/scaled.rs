@@ -544,15 +544,37 @@ async fn the_storage_service_publishes_every_change_once_in_order() {
     opts.extra_args = vec!["--bus-uri".into(), redis.url()];
     let server = Server::start(opts).await;
     let mut p1 = Service::start(&env, "storage", "pub-1", Some(&redis), &[]);
-    let p2 = Service::start(&env, "storage", "pub-2", Some(&redis), &[]);
+    let mut p2 = Service::start(&env, "storage", "pub-2", Some(&redis), &[]);
     p1.status().await;
     p2.status().await;
+    // Which one holds the publisher role (a key bound to its lease)?
+    let store = env.etcd_store().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holder = loop {
+        if let Some(kv) = store::Store::get(&store, "owners/storage/publisher")
+            .await
+            .unwrap()
+        {
+            break String::from_utf8(kv.value).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no publisher took the role
+{}",
+            p1.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let from = server.revision().await;
     let total = 1000;
     for i in 0..total {
         if i == total / 3 {
             // The publisher holding the role dies; the other takes over after the lease.
-            p1.kill();
+            match holder.as_str() {
+                "pub-1" => p1.kill(),
+                "pub-2" => p2.kill(),
+                other => panic!("unknown publisher {other:?}"),
+            }
         }
         let r = server
             .put(
