@@ -635,3 +635,21 @@ async fn the_storage_service_publishes_every_change_once_in_order() {
         "every network creation is in the stream once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_ignores_a_bus_and_runs_its_workers_itself() {
+    // The seeds' own example configuration names a bus and no storage handler: it must start,
+    // with in-process workers (an embedded store cannot be shared), and say why in its log.
+    let env = Env::new(Backend::Sqlite);
+    let mut opts = env.options("data");
+    opts.extra_args = vec!["--bus-uri".into(), "redis://127.0.0.1:1/".into()];
+    let s = Server::start(opts).await;
+    let st = expect_status(&s.get("/status").await, 200);
+    assert_eq!(st["bus"]["type"], "in-process", "{st}");
+    assert_eq!(st["workers"]["investigator"]["in_process"], true, "{st}");
+    assert!(
+        s.log_tail(200).contains("bus-uri is not used"),
+        "{}",
+        s.log_tail(50)
+    );
+}

@@ -87,6 +87,7 @@ impl Reconciler for Watcher {
         *self.managers.write().await = managers_by_host(ctx).await;
         let members = ctx.coord.members(WorkerKind::Watcher).await?;
         let me = ctx.coord.id();
+        let interval = ctx.cfg.watcher_interval;
         let mine: Vec<String> = hosts
             .into_iter()
             .map(|h| h.value)
@@ -95,6 +96,7 @@ impl Reconciler for Watcher {
                     h.status,
                     HostState::Active | HostState::Disassociated | HostState::Failed
                 ) && !busy.contains(&h.address)
+                    && !checked_recently(&h.last_check, interval)
                     && crate::coordinator::rendezvous(&members, &h.address)
                         .is_none_or(|owner| owner == me)
             })
@@ -125,6 +127,19 @@ impl Reconciler for Watcher {
         metrics::counter!("commissaire_watcher_checks_total").increment(1);
         Ok(())
     }
+}
+
+/// Whether a successful check (or investigation) happened less than a quarter of the interval
+/// ago: such a host is left for the next round. This spares hosts just bootstrapped, or just
+/// checked before a restart, and can never skip a host for two rounds in a row (a round's checks
+/// all start within its first half, so the next round sees them at least half an interval old,
+/// less the duration of one check).
+fn checked_recently(last_check: &str, interval: Duration) -> bool {
+    let Ok(t) = chrono::NaiveDateTime::parse_from_str(last_check, "%Y-%m-%dT%H:%M:%S%.f") else {
+        return false;
+    };
+    let age = chrono::Utc::now().naive_utc() - t;
+    age >= chrono::TimeDelta::zero() && age.to_std().is_ok_and(|a| a < interval / 4)
 }
 
 /// The outcome of contacting a host.

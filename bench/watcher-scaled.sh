@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Benchmark: the watcher of the scaled-out shape, one `commissaire-service watcher` process
+# against two on the same hosts: CPU per host check (the two must be no worse than one), and
+# how the hosts are split.  Not a test.  See bench/README.md.
+#
+# Starts a real etcd and a testbed of HOSTS (300) sshd hosts, registers them through a
+# commissaire-server on that etcd (in-process workers, until every host is `disassociated`),
+# stops the server, then runs:
+#   1. one watcher service for WARMUP (2) + ROUNDS (5) rounds of INTERVAL (10) s;
+#   2. two watcher services at once, the same way.
+# For each phase it reads every process's CPU time (/proc/PID/stat) and its
+# commissaire_watcher_checks_total (/metrics) after the warm-up rounds (first contact opens the
+# SSH sessions) and at the end, and prints checks, CPU seconds, CPU per check, and the ratio
+# two/one.  No Redis is needed: the watcher is driven by its rounds, not by jobs.
+#
+# Needs root (network namespaces).  Network: loopback and the testbed's own addresses only.
+# Every wait is bounded; the trap stops every process it started (by PID) and removes the
+# testbed.
+#
+# Environment: HOSTS (300), INTERVAL (10), WARMUP (2), ROUNDS (5), REGISTER_TIMEOUT (900 s),
+# TESTBED_STATE (/tmp/commissaire-bench-watcher), TESTBED_PREFIX (bw), TESTBED_NET (252),
+# CARGO_TARGET_DIR (/var/tmp/commissaire-bench-target), BIN_DIR (use the binaries there
+# instead of building).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+[ "$(id -u)" -eq 0 ] || { echo "bench/watcher-scaled.sh: needs root (network namespaces)" >&2; exit 1; }
+
+HOSTS=${HOSTS:-300}
+INTERVAL=${INTERVAL:-10}
+WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-5}
+REGISTER_TIMEOUT=${REGISTER_TIMEOUT:-900}
+export TESTBED_STATE=${TESTBED_STATE:-/tmp/commissaire-bench-watcher}
+export TESTBED_PREFIX=${TESTBED_PREFIX:-bw}
+export TESTBED_NET=${TESTBED_NET:-252}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/commissaire-bench-target}
+testbed=$repo/testbed/testbed.sh
+for v in HOSTS INTERVAL WARMUP ROUNDS REGISTER_TIMEOUT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} >= 1)) || { echo "bench/watcher-scaled.sh: $v must be a whole number >= 1" >&2; exit 1; }
+done
+for t in etcd curl python3; do
+  command -v "$t" >/dev/null || { echo "bench/watcher-scaled.sh: $t is missing" >&2; exit 1; }
+done
+log() { echo "[$(date +%T)] $*" >&2; }
+
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR
+else
+  log "building (release, nice 10) in $CARGO_TARGET_DIR"
+  nice -n 10 cargo build --release -q -p commissaire-server --bins
+  bin=$CARGO_TARGET_DIR/release
+fi
+
+work=$(mktemp -d /tmp/commissaire-bench-watcher.XXXXXX)
+pids=()
+cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  "$testbed" down --purge >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+  --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+  --initial-cluster "bench=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; sleep 0.2; done
+store="etcd:server_url=http://127.0.0.1:$etcd_port"
+
+log "testbed: $HOSTS hosts"
+"$testbed" up "$HOSTS" --owner $$ --ttl 7200 >&2
+key_b64=$(base64 -w0 "$TESTBED_STATE/id_ed25519")
+
+"$bin/commissaire-server" --insecure-no-auth --listen-port "$api_port" --data-dir "$work/server" \
+  --storage-handler "$store" --watcher-interval 86400 >"$work/server.log" 2>&1 &
+server_pid=$!; pids+=($server_pid)
+api=http://127.0.0.1:$api_port/api/v0
+for _ in $(seq 1 100); do curl -sf "$api/status" >/dev/null && break; sleep 0.2; done
+log "registering $HOSTS hosts"
+cut -f2 "$TESTBED_STATE/hosts.tsv" | while read -r a; do
+  curl -sf -X PUT "$api/host/$a" -d "{\"ssh_priv_key\": \"$key_b64\"}" >/dev/null
+done
+deadline=$((SECONDS + REGISTER_TIMEOUT))
+while :; do
+  n=$(curl -sf "$api/hosts" | python3 -c 'import json,sys; print(sum(h["status"]=="disassociated" for h in json.load(sys.stdin)))')
+  [ "$n" -ge "$HOSTS" ] && break
+  ((SECONDS < deadline)) || { echo "bench/watcher-scaled.sh: only $n of $HOSTS hosts registered" >&2; exit 1; }
+  sleep 1
+done
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
+# The server's lease (and its watcher registration) must be gone before the phases start.
+sleep 12
+
+phase() {  # phase N: run N watcher services, print "checks cpu_seconds"
+  local n=$1 ports=() ppids=()
+  for i in $(seq 1 "$n"); do
+    local port; port=$(free_port)
+    "$bin/commissaire-service" watcher --storage-handler "$store" \
+      --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i" --lease-ttl 3 \
+      --watcher-interval "$INTERVAL" --metrics-listen "127.0.0.1:$port" >"$work/w$n-$i.log" 2>&1 &
+    ppids+=($!); pids+=($!); ports+=("$port")
+  done
+  sleep $((INTERVAL * WARMUP))
+  local before after
+  before=$(python3 "$work/sample.py" "${ppids[*]}" "${ports[*]}")
+  sleep $((INTERVAL * ROUNDS))
+  after=$(python3 "$work/sample.py" "${ppids[*]}" "${ports[*]}")
+  for p in "${ppids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+  sleep 5  # leases revoked on a clean stop; let the registrations vanish
+  python3 - "$before" "$after" <<'PY'
+import sys
+b = sys.argv[1].split()
+a = sys.argv[2].split()
+shares = "/".join(str(int(x) - int(y)) for x, y in zip(a[2].split("/"), b[2].split("/")))
+print(f"{float(a[0]) - float(b[0]):.0f} {float(a[1]) - float(b[1]):.3f} {shares}")
+PY
+}
+cat >"$work/sample.py" <<'PY'
+import sys, urllib.request, os
+pids = sys.argv[1].split(); ports = sys.argv[2].split()
+hz = os.sysconf("SC_CLK_TCK")
+checks = cpu = 0.0
+shares = []
+for pid, port in zip(pids, ports):
+    stat = open(f"/proc/{pid}/stat").read()
+    f = stat[stat.rfind(")") + 2:].split()
+    cpu += (int(f[11]) + int(f[12])) / hz
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    c = next((float(l.split()[-1]) for l in text.splitlines() if l.startswith("commissaire_watcher_checks_total")), 0.0)
+    checks += c
+    shares.append(str(int(c)))
+print(checks, cpu, "/".join(shares))
+PY
+
+log "phase 1: one watcher, $ROUNDS rounds of $INTERVAL s after $WARMUP warm-up rounds"
+read -r c1 cpu1 _ < <(phase 1)
+log "phase 2: two watchers"
+read -r c2 cpu2 shares2 < <(phase 2)
+python3 - "$c1" "$cpu1" "$c2" "$cpu2" "$HOSTS" "$ROUNDS" "$shares2" <<'PY'
+import sys
+c1, cpu1, c2, cpu2, hosts, rounds = (float(x) for x in sys.argv[1:7])
+per1 = cpu1 / c1 * 1000 if c1 else float("nan")
+per2 = cpu2 / c2 * 1000 if c2 else float("nan")
+print(f"hosts {hosts:.0f}, {rounds:.0f} rounds measured")
+print(f"one watcher : {c1:.0f} checks, {cpu1:.2f} s CPU, {per1:.3f} ms CPU per check")
+print(f"two watchers: {c2:.0f} checks, {cpu2:.2f} s CPU, {per2:.3f} ms CPU per check")
+print(f"split between the two (checks): {sys.argv[7]}")
+print(f"ratio two/one: {per2/per1:.2f} (target <= 1.00 within noise)")
+PY
