@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fleet_metrics;
 pub mod openapi;
 pub mod state;
 
@@ -316,7 +317,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     init_logging(&cfg);
     create_data_dir(&cfg)?;
     let sealer = Sealer::load_or_create(&cfg.secrets_key_file).map_err(anyhow::Error::msg)?;
-    let store = open_store(&cfg).await?;
+    let store = fleet_metrics::timed(open_store(&cfg).await?);
     let auth = Arc::new(build_auth(&cfg)?);
     let tls = tls_config(&cfg)?;
     seed(store.clone());
@@ -348,6 +349,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx.clone(),
         server_id: server_id(&cfg.data_dir)?,
     });
+    // The recorder goes in before the workers start, so their first measurements count.
+    let _ = api::ops::prometheus();
     let worker_handles = workers::start(ctx).await;
     let state = AppState {
         domain: domain::Domain::new(store.clone(), sealer.clone(), jobs.clone()),
@@ -357,7 +360,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         workers: worker_status,
         shutdown: shutdown_rx,
     };
-    let _ = api::ops::prometheus();
     let app = app(state, auth);
     let ip: std::net::IpAddr = cfg.listen_interface.parse().context("listen-interface")?;
     let addr = SocketAddr::new(ip, cfg.listen_port);

@@ -129,7 +129,10 @@ async fn dispatch(
                 ctx.status
                     .investigations
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 investigate_with_retries(&ctx, &address).await;
+                metrics::histogram!("commissaire_investigation_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 ctx.status
                     .investigations
                     .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -270,7 +273,12 @@ async fn investigate_connected(
             return fail(store, address, FailureKind::Configuration, &reason).await;
         }
     };
-    match bootstrap::run(session, &plan, ctx.cfg.ssh.command).await {
+    let started = std::time::Instant::now();
+    let applied = bootstrap::run(session, &plan, ctx.cfg.ssh.command).await;
+    let outcome = if applied.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("commissaire_bootstrap_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    match applied {
         Ok(Applied::Ran) => tracing::info!(address, "bootstrap applied"),
         Ok(Applied::AlreadyDone) => tracing::info!(
             address,

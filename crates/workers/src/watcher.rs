@@ -55,7 +55,10 @@ pub async fn run(ctx: Arc<Ctx>) {
         let round = round(&ctx, &pool, &sem);
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = round => {}
+            _ = round => {
+                metrics::histogram!("commissaire_watcher_round_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
         }
         let rest = interval.saturating_sub(started.elapsed());
         tokio::select! {
@@ -109,6 +112,9 @@ async fn round(ctx: &Arc<Ctx>, pool: &Pool, sem: &Arc<Semaphore>) {
         checked += 1;
     }
     ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("commissaire_watcher_rounds_total").increment(1);
+    metrics::counter!("commissaire_watcher_hosts_checked_total").increment(checked);
+    metrics::gauge!("commissaire_watcher_hosts_checked").set(checked as f64);
     ctx.status
         .watcher_last_checked
         .store(checked, Ordering::Relaxed);
