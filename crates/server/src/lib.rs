@@ -12,6 +12,7 @@ pub mod error;
 pub mod fleet_metrics;
 pub mod openapi;
 pub mod state;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,8 +101,10 @@ pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
         .route("/metrics", axum::routing::get(api::ops::metrics_route))
         .fallback(not_found)
         .with_state(state);
-    api.layer(middleware::from_fn(json_errors))
+    let api = api
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(auth, auth::layer))
+        .layer(middleware::from_fn(ui::no_browser_prompt))
         .layer(middleware::from_fn(api::ops::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -115,7 +118,9 @@ pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    // The dashboard's static files are outside authentication: they hold no data.
+    ui::router().merge(api)
 }
 
 fn init_logging(cfg: &Config) {
