@@ -656,7 +656,7 @@ function clusterView(name) {
         h('dt', {}, 'Available / total'), h('dd', { id: 'cluster-available' }, `${c.hosts.available} / ${c.hosts.total}`),
         h('dt', {}, 'Network'), h('dd', {}, c.network),
         h('dt', {}, 'Container manager'), h('dd', {}, c.container_manager || '—'),
-        c.nodes ? [h('dt', {}, 'Nodes ready'), h('dd', {}, `${c.nodes.ready} of ${c.nodes.registered} registered, ${c.nodes.unschedulable} cordoned`)] : null);
+        ...(c.nodes ? [h('dt', {}, 'Nodes ready'), h('dd', {}, `${c.nodes.ready} of ${c.nodes.registered} registered, ${c.nodes.unschedulable} cordoned`)] : []));
       members.tbody.replaceChildren(...(c.hostset.length ? c.hostset.map((a) => {
         const x = state.hosts.get(a) || { status: '' };
         return h('tr', { 'data-address': a },
