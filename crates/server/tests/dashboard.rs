@@ -125,7 +125,10 @@ impl Browser {
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "WebDriver {method} {path}: {status} {v}");
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path}: {status} {v}"
+        );
         v["value"].clone()
     }
 
@@ -166,8 +169,12 @@ impl Browser {
         let e = self.element(css).await;
         self.cmd("POST", &format!("/element/{e}/clear"), json!({}))
             .await;
-        self.cmd("POST", &format!("/element/{e}/value"), json!({ "text": text }))
-            .await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
@@ -201,9 +208,7 @@ impl Browser {
                 return v;
             }
             if Instant::now() >= deadline {
-                let page = self
-                    .js("return document.body.innerText;", json!([]))
-                    .await;
+                let page = self.js("return document.body.innerText;", json!([])).await;
                 panic!(
                     "the page did not show {what} within {timeout:?}; it shows:\n{}",
                     page.as_str().unwrap_or_default()
@@ -247,7 +252,12 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
     let watcher = Duration::from_secs(4);
     let tb = Testbed::up(TestbedOptions {
         hosts: 4,
-        flavours: vec!["fedora".into(), "centos".into(), "debian".into(), "rhel".into()],
+        flavours: vec![
+            "fedora".into(),
+            "centos".into(),
+            "debian".into(),
+            "rhel".into(),
+        ],
         reboot_delay_secs: 1.0,
         ..TestbedOptions::default()
     });
@@ -280,7 +290,10 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
         .await;
     assert_eq!(msg, "invalid credentials");
     let stored = b
-        .js("return [localStorage.length, sessionStorage.length];", json!([]))
+        .js(
+            "return [localStorage.length, sessionStorage.length];",
+            json!([]),
+        )
         .await;
     assert_eq!(stored, json!([0, 0]), "nothing kept after a failed sign-in");
 
@@ -318,9 +331,7 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
         b.wait_for(
             &format!("{a} disassociated"),
             Duration::from_secs(240),
-            async |b| {
-                (row_status(b, a).await.as_deref() == Some("disassociated")).then_some(())
-            },
+            async |b| (row_status(b, a).await.as_deref() == Some("disassociated")).then_some(()),
         )
         .await;
     }
@@ -364,7 +375,9 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
     b.type_into("#op-batch", "2").await;
     b.click("#op-start").await;
     b.wait_for("the restart running", Duration::from_secs(30), async |b| {
-        b.text("#op-status-restart").await.filter(|s| s == "in_process")
+        b.text("#op-status-restart")
+            .await
+            .filter(|s| s == "in_process")
     })
     .await;
     b.screenshot("restart").await;
@@ -376,9 +389,15 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
         })
         .await;
     assert!(refused.contains("already running"), "{refused}");
-    b.wait_for("the restart finished", Duration::from_secs(300), async |b| {
-        b.text("#op-status-restart").await.filter(|s| s == "finished")
-    })
+    b.wait_for(
+        "the restart finished",
+        Duration::from_secs(300),
+        async |b| {
+            b.text("#op-status-restart")
+                .await
+                .filter(|s| s == "finished")
+        },
+    )
     .await;
     let done = b
         .js(
@@ -412,9 +431,7 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
     let seen = stopped.elapsed();
     eprintln!("dashboard: stopped host shown failed after {seen:?} (watcher interval {watcher:?})");
     let reason = b
-        .text(&format!(
-            "#hosts-table tr[data-address=\"{db}\"] .reason"
-        ))
+        .text(&format!("#hosts-table tr[data-address=\"{db}\"] .reason"))
         .await
         .unwrap_or_default();
     assert!(reason.starts_with("unreachable"), "{reason}");
@@ -451,14 +468,18 @@ async fn dashboard_signs_in_follows_the_fleet_and_runs_a_restart() {
     assert!(fp.starts_with("SHA256:"), "{fp}");
     let history = b
         .wait_for("the status history", Duration::from_secs(30), async |b| {
-            b.text("#host-history").await.filter(|t| t.contains("disassociated"))
+            b.text("#host-history")
+                .await
+                .filter(|t| t.contains("disassociated"))
         })
         .await;
     assert!(history.contains("investigating"), "{history}");
     b.screenshot("host").await;
 
     // The same page all along: no reload.
-    let same = b.js("return window.__notReloaded === true;", json!([])).await;
+    let same = b
+        .js("return window.__notReloaded === true;", json!([]))
+        .await;
     assert_eq!(same, json!(true), "the page was reloaded");
     let live = b.text("#live").await.unwrap_or_default();
     assert_eq!(live, "live");
