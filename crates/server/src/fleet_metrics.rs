@@ -390,6 +390,34 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_uses_exported_families() {
+        let text = include_str!("../../../docs/grafana/commissaire-fleet.json");
+        let dashboard: serde_json::Value = serde_json::from_str(text).unwrap();
+        let mut used = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !(word.starts_with("commissaire_") || word.starts_with("http_")) {
+                        continue;
+                    }
+                    let family = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        FAMILIES.iter().any(|(n, _)| *n == family),
+                        "{word} in panel {} is not exported",
+                        panel["title"]
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used >= 12, "{used}");
+    }
+
+    #[test]
     fn labels_are_the_wire_spellings() {
         assert_eq!(wire(&OperationStatus::InProcess), "in_process");
         assert_eq!(wire(&ClusterState::Degraded), "degraded");
