@@ -450,13 +450,19 @@ function hostsView() {
   const tbody = h('tbody');
   const count = h('p', { id: 'hosts-count', role: 'status' });
   const tbl = h('table', { id: 'hosts-table' }, h('caption', {}, 'Hosts'), h('thead', {}, head), tbody);
-  const update = () => {
+  // The header is rebuilt only when the sort changes (live updates rebuild the body alone), so
+  // a focused sort button keeps the focus while events arrive.
+  const renderHead = (focusKey) => {
     head.replaceChildren(...HOST_COLUMNS.map(([key, label]) => h('th', {
       scope: 'col', 'aria-sort': sort.key === key ? (sort.dir > 0 ? 'ascending' : 'descending') : 'none',
     }, h('button', {
-      type: 'button', class: 'sort',
-      onclick: () => { sort.dir = sort.key === key ? -sort.dir : 1; sort.key = key; update(); },
+      type: 'button', class: 'sort', 'data-key': key,
+      onclick: () => { sort.dir = sort.key === key ? -sort.dir : 1; sort.key = key; renderHead(key); update(); },
     }, label, sort.key === key ? (sort.dir > 0 ? ' ▲' : ' ▼') : ''))));
+    if (focusKey) head.querySelector(`button[data-key="${focusKey}"]`).focus();
+  };
+  renderHead();
+  const update = () => {
     const q = filter.value.trim().toLowerCase();
     const rows = [...state.hosts.values()].map((x) => Object.assign({ cluster: clusterOf(x.address) }, x))
       .filter((x) => !statusSel.value || x.status === statusSel.value)
