@@ -3,9 +3,12 @@
 #
 # Needs root: the fleet tests start real sshd "hosts" in their own network, PID and mount
 # namespaces, and the SSH tests run sshd, which only runs as root. The tests use real services:
-# etcd (Debian etcd-server), Redis (redis-server) and OpenSSH (openssh-server, openssh-client), plus iproute2,
-# util-linux, python3 and openssl; missing packages are installed with apt-get. Building needs
-# Rust (cargo) and a C compiler (rusqlite and ring compile C code).
+# etcd (Debian etcd-server), Redis (redis-server) and OpenSSH (openssh-server, openssh-client),
+# plus iproute2, util-linux, python3 and openssl; the dashboard's browser test uses headless
+# Chromium (chromium, chromium-driver), and the OpenAPI test the openapi-spec-validator Python
+# package. Missing packages are installed with apt-get; the validator with pip, into a virtual
+# environment under ~/.cache/commissaire when the system Python refuses packages from pip.
+# Building needs Rust (cargo) and a C compiler (rusqlite and ring compile C code).
 #
 # Everything is checked before anything runs, and the script never prompts: what is missing is
 # named with the command that provides it.
@@ -38,12 +41,29 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 ||
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 ||
     fail "missing: ${need[*]} (Debian package names), and there is no apt-get to install them"
   echo "scripts/test.sh: installing ${need[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# openapi-spec-validator (the OpenAPI test runs it): the system Python's if it has it, else a
+# virtual environment of our own; the test uses $COMMISSAIRE_PYTHON.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+  venv="${XDG_CACHE_HOME:-$HOME/.cache}/commissaire/venv"
+  if ! "$venv/bin/python3" -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing openapi-spec-validator into $venv" >&2
+    python3 -m venv "$venv" || fail "cannot create a Python virtual environment in $venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check openapi-spec-validator ||
+      fail "cannot install openapi-spec-validator with pip (it comes from PyPI)"
+  fi
+  export COMMISSAIRE_PYTHON="$venv/bin/python3"
 fi
 
 if [ "${1:-}" = "--check" ]; then

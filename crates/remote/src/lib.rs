@@ -329,7 +329,14 @@ impl Session {
         let seen = Arc::new(Mutex::new(None));
         let phase = Mutex::new("resolving the address");
         let attempt = connect_and_authenticate(target, &endpoint, key, expected, &seen, &phase);
-        let handle = match tokio::time::timeout(timeouts.connect, attempt).await {
+        let started = Instant::now();
+        let attempted = tokio::time::timeout(timeouts.connect, attempt).await;
+        observe(
+            "commissaire_ssh_connect_duration_seconds",
+            started,
+            matches!(attempted, Ok(Ok(_))),
+        );
+        let handle = match attempted {
             Ok(result) => result?,
             Err(_) => {
                 return Err(RemoteError::Timeout(format!(
@@ -380,6 +387,23 @@ impl Session {
     /// before the command reports its status (e.g. the host rebooted), the error is
     /// [`RemoteError::Connect`].
     pub async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
+        let started = Instant::now();
+        let result = self.exec_untimed(command, stdin, timeout).await;
+        observe(
+            "commissaire_ssh_exec_duration_seconds",
+            started,
+            result.is_ok(),
+        );
+        result
+    }
+
+    /// [`Session::exec`] without its latency measurement.
+    async fn exec_untimed(
         &self,
         command: &str,
         stdin: Option<&[u8]>,
@@ -555,6 +579,14 @@ struct Collected {
 /// input would otherwise deadlock (our receive buffer full, its send window exhausted).
 /// Reading decides the end: once the channel closes, an unfinished write is dropped (the
 /// command did not want the rest of its input).
+/// Records the duration of an SSH step in the histogram `name` (the server's `/metrics`), by
+/// outcome. The `metrics` facade is a no-op until a recorder is installed, so library users
+/// without one pay nothing.
+fn observe(name: &'static str, started: Instant, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::histogram!(name, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+}
+
 async fn collect(
     rx: &mut russh::ChannelReadHalf,
     tx: &russh::ChannelWriteHalf<client::Msg>,

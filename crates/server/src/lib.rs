@@ -9,10 +9,12 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod fleet_metrics;
 pub mod limits;
 pub mod openapi;
 pub mod service;
 pub mod state;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,8 +103,10 @@ pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
         .route("/metrics", axum::routing::get(api::ops::metrics_route))
         .fallback(not_found)
         .with_state(state);
-    api.layer(middleware::from_fn(json_errors))
+    let api = api
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(auth, auth::layer))
+        .layer(middleware::from_fn(ui::no_browser_prompt))
         .layer(middleware::from_fn(api::ops::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
@@ -116,7 +120,9 @@ pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    // The dashboard's static files are outside authentication: they hold no data.
+    ui::router().merge(api)
 }
 
 fn init_logging(cfg: &Config) {
@@ -348,7 +354,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         keep_alive: (cfg.idle_timeout / 3).min(Duration::from_secs(15)),
         ..api::events::FeedLimits::default()
     });
-    let store = open_store(&cfg).await?;
+    let store = fleet_metrics::timed(open_store(&cfg).await?);
     let auth = Arc::new(build_auth(&cfg)?);
     let tls = tls_config(&cfg)?;
     seed(store.clone());
@@ -359,6 +365,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let jobs = Arc::new(JobQueue::new());
     let worker_status = Arc::new(WorkerStatus::default());
     let server_id = server_id(&cfg.data_dir)?;
+    // The recorder goes in before the workers start, so their first measurements count.
+    let _ = api::ops::prometheus();
     let bus = match (&cfg.bus_uri, store.backend_name()) {
         (Some(uri), "etcd") => {
             Some(workers::bus::Bus::new(uri, &cfg.bus_exchange).map_err(anyhow::Error::msg)?)
@@ -433,7 +441,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         workers: worker_status,
         shutdown: shutdown_rx,
     };
-    let _ = api::ops::prometheus();
     let app = app(state, auth);
     let ip: std::net::IpAddr = cfg.listen_interface.parse().context("listen-interface")?;
     let addr = SocketAddr::new(ip, cfg.listen_port);

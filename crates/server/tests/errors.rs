@@ -148,7 +148,7 @@ async fn routes_methods_and_limits(backend: Backend) {
         "/api/v0/nope",
         "/api/v0/host/127.0.1.1/nope",
         "/nope",
-        "/",
+        "/ui/nope",
         "/api/v1/clusters",
     ] {
         let r = s
@@ -156,6 +156,17 @@ async fn routes_methods_and_limits(backend: Backend) {
             .await;
         expect_error(&r, 404, "no such route");
     }
+    // `/` is the dashboard (its static page needs no credentials; its data does).
+    let r = s
+        .send(
+            s.client()
+                .get(format!("{}/", s.base))
+                .timeout(common::REQUEST_TIMEOUT),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.content_type().starts_with("text/html"), "{r:?}");
+    assert!(r.text.contains("/ui/app.js"), "{r:?}");
     // Wrong methods: JSON 405.
     for (m, path) in [
         (Method::POST, "/clusters"),

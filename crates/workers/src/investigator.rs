@@ -79,7 +79,7 @@ impl Reconciler for Investigator {
         let started = std::time::Instant::now();
         let r = investigate(&self.ctx, address).await;
         status.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::histogram!("commissaire_investigation_seconds")
+        metrics::histogram!("commissaire_investigation_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         r
     }
@@ -196,7 +196,12 @@ async fn investigate_connected(
             return fail(store, address, FailureKind::Configuration, &reason).await;
         }
     };
-    match bootstrap::run(session, &plan, ctx.cfg.ssh.command).await {
+    let started = std::time::Instant::now();
+    let applied = bootstrap::run(session, &plan, ctx.cfg.ssh.command).await;
+    let outcome = if applied.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("commissaire_bootstrap_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    match applied {
         Ok(Applied::Ran) => tracing::info!(address, "bootstrap applied"),
         Ok(Applied::AlreadyDone) => tracing::info!(
             address,

@@ -53,6 +53,9 @@ pub struct Watcher {
     ctx: Arc<Ctx>,
     pool: Pool,
     managers: RwLock<Managers>,
+    /// When the current round's scan ran, and how many of its checks are still to finish (for
+    /// the round-duration histogram).
+    round: std::sync::Mutex<(std::time::Instant, u64)>,
 }
 
 impl Watcher {
@@ -62,6 +65,7 @@ impl Watcher {
             ctx,
             pool: Pool::default(),
             managers: RwLock::new(Arc::default()),
+            round: std::sync::Mutex::new((std::time::Instant::now(), 0)),
         }
     }
 }
@@ -106,6 +110,11 @@ impl Reconciler for Watcher {
         ctx.status
             .watcher_last_checked
             .store(mine.len() as u64, Ordering::Relaxed);
+        metrics::counter!("commissaire_watcher_rounds_total").increment(1);
+        metrics::gauge!("commissaire_watcher_hosts_checked").set(mine.len() as f64);
+        if let Ok(mut r) = self.round.lock() {
+            *r = (std::time::Instant::now(), mine.len() as u64);
+        }
         Ok(mine)
     }
 
@@ -125,6 +134,17 @@ impl Reconciler for Watcher {
         let managers = self.managers.read().await.clone();
         check(&self.ctx, &self.pool, &managers, host).await;
         metrics::counter!("commissaire_watcher_checks_total").increment(1);
+        metrics::counter!("commissaire_watcher_hosts_checked_total").increment(1);
+        // The round ends with its last check.
+        if let Ok(mut r) = self.round.lock()
+            && r.1 > 0
+        {
+            r.1 -= 1;
+            if r.1 == 0 {
+                metrics::histogram!("commissaire_watcher_round_duration_seconds")
+                    .record(r.0.elapsed().as_secs_f64());
+            }
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use crate::state::AppState;
 
 /// `GET /api/v0/clusters`
 #[utoipa::path(get, path = "/api/v0/clusters", tag = "clusters",
+    operation_id = "list_clusters",
     responses((status = 200, body = Vec<String>, description = "Cluster names")))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(clusters::list(&state.domain).await?))
@@ -22,6 +23,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>>
 
 /// `GET /api/v0/cluster/{name}`
 #[utoipa::path(get, path = "/api/v0/cluster/{name}", tag = "clusters",
+    operation_id = "get_cluster",
     params(("name" = String, Path)),
     responses((status = 200, body = ClusterView), (status = 404, body = model::ErrorBody)))]
 pub async fn get_one(
@@ -35,8 +37,9 @@ pub async fn get_one(
 /// `PUT /api/v0/cluster/{name}` — create, or update the given fields (members and operations
 /// are kept).
 #[utoipa::path(put, path = "/api/v0/cluster/{name}", tag = "clusters",
+    operation_id = "put_cluster",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"network\": \"default\", \"container_manager\": \"\"}"),
+    request_body(content = super::bodies::ClusterBody, description = "{\"network\": \"default\", \"container_manager\": \"\"}"),
     responses((status = 201, body = ClusterView), (status = 400, body = model::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
@@ -51,6 +54,7 @@ pub async fn put(
 
 /// `DELETE /api/v0/cluster/{name}` — also deletes its operation records.
 #[utoipa::path(delete, path = "/api/v0/cluster/{name}", tag = "clusters",
+    operation_id = "delete_cluster",
     params(("name" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "[]"), (status = 404, body = model::ErrorBody)))]
 pub async fn delete(
@@ -64,6 +68,7 @@ pub async fn delete(
 
 /// `GET /api/v0/cluster/{name}/hosts`
 #[utoipa::path(get, path = "/api/v0/cluster/{name}/hosts", tag = "clusters",
+    operation_id = "list_cluster_members",
     params(("name" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "Member addresses"), (status = 404, body = model::ErrorBody)))]
 pub async fn members(
@@ -76,8 +81,9 @@ pub async fn members(
 
 /// `PUT /api/v0/cluster/{name}/hosts` — replace the member list if it still equals `old`.
 #[utoipa::path(put, path = "/api/v0/cluster/{name}/hosts", tag = "clusters",
+    operation_id = "set_cluster_members",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"old\": [current members], \"new\": [wanted members]}"),
+    request_body(content = super::bodies::MembershipBody, description = "{\"old\": [current members], \"new\": [wanted members]}"),
     responses((status = 200, body = ClusterView), (status = 400, body = model::ErrorBody),
               (status = 404, body = model::ErrorBody), (status = 405, body = model::ErrorBody),
               (status = 409, body = model::ErrorBody, description = "old does not match the current members")))]
@@ -95,6 +101,7 @@ pub async fn set_members(
 
 /// `GET /api/v0/cluster/{name}/hosts/{address}` — 200 `[address]` if a member, else 404.
 #[utoipa::path(get, path = "/api/v0/cluster/{name}/hosts/{address}", tag = "clusters",
+    operation_id = "get_cluster_member",
     params(("name" = String, Path), ("address" = String, Path)),
     responses((status = 200, body = Vec<String>), (status = 404, body = model::ErrorBody)))]
 pub async fn member(
@@ -110,6 +117,7 @@ pub async fn member(
 
 /// `PUT /api/v0/cluster/{name}/hosts/{address}` — idempotent join.
 #[utoipa::path(put, path = "/api/v0/cluster/{name}/hosts/{address}", tag = "clusters",
+    operation_id = "join_cluster",
     params(("name" = String, Path), ("address" = String, Path)),
     responses((status = 200, body = Vec<String>), (status = 404, body = model::ErrorBody),
               (status = 405, body = model::ErrorBody, description = "host not active/disassociated"),
@@ -125,6 +133,7 @@ pub async fn join(
 
 /// `DELETE /api/v0/cluster/{name}/hosts/{address}` — idempotent leave.
 #[utoipa::path(delete, path = "/api/v0/cluster/{name}/hosts/{address}", tag = "clusters",
+    operation_id = "leave_cluster",
     params(("name" = String, Path), ("address" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "[]"), (status = 404, body = model::ErrorBody)))]
 pub async fn leave(

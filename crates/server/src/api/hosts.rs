@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 /// `GET /api/v0/hosts`
 #[utoipa::path(get, path = "/api/v0/hosts", tag = "hosts",
+    operation_id = "list_hosts",
     responses((status = 200, description = "Every host", body = [Host])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> {
     Ok(Json(hosts::list(&state.domain).await?))
@@ -23,6 +24,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Host>>> {
 
 /// `GET /api/v0/host/{address}`
 #[utoipa::path(get, path = "/api/v0/host/{address}", tag = "hosts",
+    operation_id = "get_host",
     params(("address" = String, Path, description = "IPv4, IPv6 or DNS name")),
     responses((status = 200, body = Host), (status = 404, body = model::ErrorBody)))]
 pub async fn get_one(
@@ -35,8 +37,9 @@ pub async fn get_one(
 
 /// `PUT /api/v0/host/{address}`
 #[utoipa::path(put, path = "/api/v0/host/{address}", tag = "hosts",
+    operation_id = "create_host",
     params(("address" = String, Path, description = "IPv4, IPv6 or DNS name; wins over a body address")),
-    request_body(content = Object, description = "{\"ssh_priv_key\": base64 of the key file, \"remote_user\": \"root\", \"cluster\": optional cluster to join}"),
+    request_body(content = super::bodies::HostCreateBody, description = "{\"ssh_priv_key\": base64 of the key file, \"remote_user\": \"root\", \"cluster\": optional cluster to join}"),
     responses((status = 201, body = Host), (status = 400, body = model::ErrorBody), (status = 409, body = model::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -52,7 +55,8 @@ pub async fn create(
 /// `PUT /api/v0/host` — self-registration: the address comes from the body, or else from the
 /// TCP peer (the host calling us at first boot).
 #[utoipa::path(put, path = "/api/v0/host", tag = "hosts",
-    request_body(content = Object, description = "As PUT /host/{address}, plus optional \"address\" (default: the caller's IP)"),
+    operation_id = "register_host",
+    request_body(content = super::bodies::HostCreateBody, description = "As PUT /host/{address}, plus optional \"address\" (default: the caller's IP)"),
     responses((status = 201, body = Host), (status = 400, body = model::ErrorBody), (status = 409, body = model::ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
@@ -66,6 +70,7 @@ pub async fn register(
 
 /// `DELETE /api/v0/host/{address}` — also removes it from its cluster.
 #[utoipa::path(delete, path = "/api/v0/host/{address}", tag = "hosts",
+    operation_id = "delete_host",
     params(("address" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "[]"), (status = 404, body = model::ErrorBody)))]
 pub async fn delete(
@@ -79,6 +84,7 @@ pub async fn delete(
 
 /// `GET /api/v0/host/{address}/creds` — returns the private key: the most privileged read.
 #[utoipa::path(get, path = "/api/v0/host/{address}/creds", tag = "hosts",
+    operation_id = "get_host_creds",
     params(("address" = String, Path)),
     responses((status = 200, body = HostCreds), (status = 404, body = model::ErrorBody)))]
 pub async fn creds(
@@ -91,6 +97,7 @@ pub async fn creds(
 
 /// `GET /api/v0/host/{address}/status`
 #[utoipa::path(get, path = "/api/v0/host/{address}/status", tag = "hosts",
+    operation_id = "get_host_status",
     params(("address" = String, Path)),
     responses((status = 200, body = HostStatus), (status = 404, body = model::ErrorBody)))]
 pub async fn status(
@@ -103,6 +110,7 @@ pub async fn status(
 
 /// `GET /api/v0/host/{address}/hostkey` — the SSH host key trusted for the host.
 #[utoipa::path(get, path = "/api/v0/host/{address}/hostkey", tag = "hosts",
+    operation_id = "get_host_key",
     params(("address" = String, Path)),
     responses((status = 200, body = TrustedHostKey),
               (status = 404, body = model::ErrorBody, description = "no such host, or no key recorded yet")))]
@@ -120,8 +128,9 @@ pub async fn get_hostkey(
 /// recorded key is forgotten and the key the host presents at the next contact is trusted.
 /// A `failed` host is investigated again.
 #[utoipa::path(put, path = "/api/v0/host/{address}/hostkey", tag = "hosts",
+    operation_id = "trust_host_key",
     params(("address" = String, Path)),
-    request_body(content = Object, description = "optional {\"key\": \"ssh-ed25519 AAAA...\"}; empty: trust on next contact"),
+    request_body(content = Option<super::bodies::HostKeyBody>, description = "optional {\"key\": \"ssh-ed25519 AAAA...\"}; empty: trust on next contact"),
     responses((status = 200, body = Host), (status = 400, body = model::ErrorBody), (status = 404, body = model::ErrorBody)))]
 pub async fn trust_hostkey(
     State(state): State<AppState>,

@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 /// `GET /api/v0/containermanagers`
 #[utoipa::path(get, path = "/api/v0/containermanagers", tag = "container managers",
+    operation_id = "list_container_managers",
     responses((status = 200, body = Vec<String>, description = "Container manager names")))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(managers::list(&state.domain).await?))
@@ -21,6 +22,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>>
 
 /// `GET /api/v0/containermanager/{name}` — secret options are shown as `<redacted>`.
 #[utoipa::path(get, path = "/api/v0/containermanager/{name}", tag = "container managers",
+    operation_id = "get_container_manager",
     params(("name" = String, Path)),
     responses((status = 200, body = ContainerManagerConfig), (status = 404, body = model::ErrorBody)))]
 pub async fn get_one(
@@ -34,8 +36,9 @@ pub async fn get_one(
 /// `PUT /api/v0/containermanager/{name}` — create; the same request again without secrets → 201
 /// without a write; anything else (a different one, or one carrying a secret) → 409.
 #[utoipa::path(put, path = "/api/v0/containermanager/{name}", tag = "container managers",
+    operation_id = "put_container_manager",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"type\": \"openshift\"|\"kubernetes\"|\"trivial\", \"options\": {\"server_url\": ..., \"token\": ...}}"),
+    request_body(content = super::bodies::ContainerManagerBody, description = "{\"type\": \"openshift\"|\"kubernetes\"|\"trivial\", \"options\": {\"server_url\": ..., \"token\": ...}}"),
     responses((status = 201, body = ContainerManagerConfig), (status = 400, body = model::ErrorBody), (status = 409, body = model::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
@@ -50,6 +53,7 @@ pub async fn put(
 
 /// `DELETE /api/v0/containermanager/{name}`
 #[utoipa::path(delete, path = "/api/v0/containermanager/{name}", tag = "container managers",
+    operation_id = "delete_container_manager",
     params(("name" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "[]"), (status = 404, body = model::ErrorBody),
               (status = 409, body = model::ErrorBody, description = "in use by a cluster")))]

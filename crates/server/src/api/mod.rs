@@ -4,6 +4,7 @@
 //! crate (which validates everything before writing, and writes in one compare-and-swap
 //! transaction), and map its answer. They hold no store transactions and no rules of their own.
 
+pub mod bodies;
 pub mod clusters;
 pub mod events;
 pub mod hosts;
@@ -36,50 +37,56 @@ pub fn url_address(address: &str) -> ApiResult<String> {
     Ok(canonical_address("address", address)?)
 }
 
-/// Adds `path` and `path/` (a trailing slash is optional on every route).
-pub(crate) fn route(
+/// The API router together with the paths it serves, built side by side so that the OpenAPI
+/// test can check every route against the document (axum cannot list a router's routes).
+pub struct Routes {
     router: Router<AppState>,
-    path: &str,
-    mr: MethodRouter<AppState>,
-) -> Router<AppState> {
-    router
-        .route(path, mr.clone())
-        .route(&format!("{path}/"), mr)
+    paths: Vec<String>,
 }
 
-/// Every `/api/v0` route.
-pub fn router() -> Router<AppState> {
+impl Routes {
+    /// Adds `path` and `path/` (a trailing slash is optional on every route).
+    pub(crate) fn route(mut self, path: &str, mr: MethodRouter<AppState>) -> Routes {
+        self.router = self
+            .router
+            .route(path, mr.clone())
+            .route(&format!("{path}/"), mr);
+        self.paths.push(path.to_string());
+        self
+    }
+}
+
+/// Every `/api/v0` route, with its path.
+pub fn routes() -> Routes {
     use axum::routing::{get, put};
-    let mut r = Router::new();
-    r = route(r, "/api/v0/hosts", get(hosts::list));
-    r = route(r, "/api/v0/host", put(hosts::register));
-    r = route(
-        r,
+    let mut r = Routes {
+        router: Router::new(),
+        paths: Vec::new(),
+    };
+    r = r.route("/api/v0/hosts", get(hosts::list));
+    r = r.route("/api/v0/host", put(hosts::register));
+    r = r.route(
         "/api/v0/host/{address}",
         get(hosts::get_one).put(hosts::create).delete(hosts::delete),
     );
-    r = route(r, "/api/v0/host/{address}/creds", get(hosts::creds));
-    r = route(r, "/api/v0/host/{address}/status", get(hosts::status));
-    r = route(
-        r,
+    r = r.route("/api/v0/host/{address}/creds", get(hosts::creds));
+    r = r.route("/api/v0/host/{address}/status", get(hosts::status));
+    r = r.route(
         "/api/v0/host/{address}/hostkey",
         get(hosts::get_hostkey).put(hosts::trust_hostkey),
     );
-    r = route(r, "/api/v0/clusters", get(clusters::list));
-    r = route(
-        r,
+    r = r.route("/api/v0/clusters", get(clusters::list));
+    r = r.route(
         "/api/v0/cluster/{name}",
         get(clusters::get_one)
             .put(clusters::put)
             .delete(clusters::delete),
     );
-    r = route(
-        r,
+    r = r.route(
         "/api/v0/cluster/{name}/hosts",
         get(clusters::members).put(clusters::set_members),
     );
-    r = route(
-        r,
+    r = r.route(
         "/api/v0/cluster/{name}/hosts/{address}",
         get(clusters::member)
             .put(clusters::join)
@@ -88,23 +95,31 @@ pub fn router() -> Router<AppState> {
     for kind in model::OperationKind::ALL {
         r = operations::routes(r, kind);
     }
-    r = route(r, "/api/v0/networks", get(networks::list));
-    r = route(
-        r,
+    r = r.route("/api/v0/networks", get(networks::list));
+    r = r.route(
         "/api/v0/network/{name}",
         get(networks::get_one)
             .put(networks::put)
             .delete(networks::delete),
     );
-    r = route(r, "/api/v0/containermanagers", get(managers::list));
-    r = route(
-        r,
+    r = r.route("/api/v0/containermanagers", get(managers::list));
+    r = r.route(
         "/api/v0/containermanager/{name}",
         get(managers::get_one)
             .put(managers::put)
             .delete(managers::delete),
     );
-    r = route(r, "/api/v0/events", get(events::stream));
-    r = route(r, "/api/v0/status", get(ops::status));
+    r = r.route("/api/v0/events", get(events::stream));
+    r = r.route("/api/v0/status", get(ops::status));
     r
+}
+
+/// Every `/api/v0` route.
+pub fn router() -> Router<AppState> {
+    routes().router
+}
+
+/// The path templates of every `/api/v0` route (each also answers with a trailing slash).
+pub fn paths() -> Vec<String> {
+    routes().paths
 }

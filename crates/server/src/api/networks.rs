@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 /// `GET /api/v0/networks`
 #[utoipa::path(get, path = "/api/v0/networks", tag = "networks",
+    operation_id = "list_networks",
     responses((status = 200, body = Vec<String>, description = "Network names")))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>> {
     Ok(Json(networks::list(&state.domain).await?))
@@ -21,6 +22,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<String>>>
 
 /// `GET /api/v0/network/{name}`
 #[utoipa::path(get, path = "/api/v0/network/{name}", tag = "networks",
+    operation_id = "get_network",
     params(("name" = String, Path)),
     responses((status = 200, body = Network), (status = 404, body = model::ErrorBody)))]
 pub async fn get_one(
@@ -33,8 +35,9 @@ pub async fn get_one(
 
 /// `PUT /api/v0/network/{name}` — create; identical → 201 without a write; different → 409.
 #[utoipa::path(put, path = "/api/v0/network/{name}", tag = "networks",
+    operation_id = "put_network",
     params(("name" = String, Path)),
-    request_body(content = Object, description = "{\"type\": \"flannel_etcd\"|\"flannel_server\", \"options\": {}}"),
+    request_body(content = super::bodies::NetworkBody, description = "{\"type\": \"flannel_etcd\"|\"flannel_server\", \"options\": {}}"),
     responses((status = 201, body = Network), (status = 400, body = model::ErrorBody), (status = 409, body = model::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
@@ -49,6 +52,7 @@ pub async fn put(
 
 /// `DELETE /api/v0/network/{name}`
 #[utoipa::path(delete, path = "/api/v0/network/{name}", tag = "networks",
+    operation_id = "delete_network",
     params(("name" = String, Path)),
     responses((status = 200, body = Vec<String>, description = "[]"), (status = 404, body = model::ErrorBody),
               (status = 409, body = model::ErrorBody, description = "the default network, or in use by a cluster")))]

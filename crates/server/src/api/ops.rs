@@ -105,21 +105,23 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
+        let builder = PrometheusBuilder::new()
             .set_buckets(&[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ])
-            .expect("bucket list is not empty")
-            .build_recorder();
+            .expect("bucket list is not empty");
+        let recorder = crate::fleet_metrics::buckets(builder).build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; then ours just stays unused.
         let _ = metrics::set_global_recorder(recorder);
+        crate::fleet_metrics::describe();
         handle
     })
 }
 
-/// `GET /metrics` — Prometheus text format.
-pub async fn metrics_route() -> Response {
+/// `GET /metrics` — Prometheus text format, fleet gauges read from the store first.
+pub async fn metrics_route(State(state): State<AppState>) -> Response {
+    crate::fleet_metrics::refresh(&state).await;
     (
         [("content-type", "text/plain; version=0.0.4")],
         prometheus().render(),
