@@ -69,6 +69,18 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Watcher rounds completed since the server started",
     ),
     (
+        "commissaire_watcher_checks_total",
+        "Host checks this process's watcher made (its share of the hosts, each round)",
+    ),
+    (
+        "commissaire_reconciles_total",
+        "Reconciles by worker kind and result (ok, error: retried with backoff)",
+    ),
+    (
+        "commissaire_jobs_claimed_total",
+        "Jobs taken from the job source (in-process queue or Redis stream) by worker kind",
+    ),
+    (
         "commissaire_watcher_hosts_checked",
         "Hosts checked by the last watcher round",
     ),
@@ -362,6 +374,27 @@ impl Store for TimedStore {
 
     fn backend_name(&self) -> &'static str {
         self.inner.backend_name()
+    }
+
+    async fn lease_grant(&self, ttl_seconds: i64) -> StoreResult<store::LeaseId> {
+        let t = Instant::now();
+        let r = self.inner.lease_grant(ttl_seconds).await;
+        observe("lease_grant", t, &r);
+        r
+    }
+
+    async fn lease_keep_alive(&self, lease: store::LeaseId) -> StoreResult<bool> {
+        let t = Instant::now();
+        let r = self.inner.lease_keep_alive(lease).await;
+        observe("lease_keep_alive", t, &r);
+        r
+    }
+
+    async fn lease_revoke(&self, lease: store::LeaseId) -> StoreResult<()> {
+        let t = Instant::now();
+        let r = self.inner.lease_revoke(lease).await;
+        observe("lease_revoke", t, &r);
+        r
     }
 }
 

@@ -177,32 +177,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Grants a lease that expires `ttl_seconds` after its last renewal. Only stores shared
     /// between processes have leases (etcd); the embedded store answers an error, since a
-    /// single process needs none.
-    async fn lease_grant(&self, ttl_seconds: i64) -> StoreResult<LeaseId> {
-        let _ = ttl_seconds;
-        Err(StoreError::Backend(format!(
-            "the {} store has no leases; they need etcd",
-            self.backend_name()
-        )))
-    }
+    /// single process needs none. (No default: a wrapper must forward these, or leases would
+    /// silently stop working behind it.)
+    async fn lease_grant(&self, ttl_seconds: i64) -> StoreResult<LeaseId>;
 
     /// Renews a lease; `Ok(false)` when it has already expired (its keys are gone).
-    async fn lease_keep_alive(&self, lease: LeaseId) -> StoreResult<bool> {
-        let _ = lease;
-        Err(StoreError::Backend(format!(
-            "the {} store has no leases; they need etcd",
-            self.backend_name()
-        )))
-    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> StoreResult<bool>;
 
     /// Revokes a lease at once (its keys are deleted).
-    async fn lease_revoke(&self, lease: LeaseId) -> StoreResult<()> {
-        let _ = lease;
-        Err(StoreError::Backend(format!(
-            "the {} store has no leases; they need etcd",
-            self.backend_name()
-        )))
-    }
+    async fn lease_revoke(&self, lease: LeaseId) -> StoreResult<()>;
 }
 
 /// Convenience writes built on [`Store::txn`].

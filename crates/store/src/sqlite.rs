@@ -580,4 +580,23 @@ impl Store for SqliteStore {
     fn backend_name(&self) -> &'static str {
         "sqlite"
     }
+
+    // One process owns an embedded store: nothing to expire with a holder.
+    async fn lease_grant(&self, _ttl_seconds: i64) -> StoreResult<crate::LeaseId> {
+        Err(StoreError::Backend(
+            "the sqlite store has no leases; they need etcd".into(),
+        ))
+    }
+
+    async fn lease_keep_alive(&self, _lease: crate::LeaseId) -> StoreResult<bool> {
+        Err(StoreError::Backend(
+            "the sqlite store has no leases; they need etcd".into(),
+        ))
+    }
+
+    async fn lease_revoke(&self, _lease: crate::LeaseId) -> StoreResult<()> {
+        Err(StoreError::Backend(
+            "the sqlite store has no leases; they need etcd".into(),
+        ))
+    }
 }

@@ -731,3 +731,52 @@ async fn etcd_keys_live_under_the_prefix() {
     assert_eq!(next_batch(&mut watch).await[0].key, "hosts/a");
     assert_quiet(&mut watch).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_leases_keep_keys_while_renewed_and_drop_them_after() {
+    let server = EtcdServer::start();
+    let s = etcd_store(&server, "/lease-test/").await;
+    let lease = s.lease_grant(2).await.unwrap();
+    let put = |k: &str| Op::PutLeased {
+        key: k.to_string(),
+        value: b"me".to_vec(),
+        lease,
+    };
+    assert!(s.txn(vec![], vec![put("owned")]).await.unwrap().succeeded);
+    // Renewed for three TTLs: the key stays.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(s.lease_keep_alive(lease).await.unwrap(), "renewal refused");
+    }
+    assert!(
+        s.get("owned").await.unwrap().is_some(),
+        "a renewed lease lost its key"
+    );
+    // Not renewed: gone after the TTL, and the lease says so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.get("owned").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!s.lease_keep_alive(lease).await.unwrap());
+    // Revoking drops the keys at once.
+    let l2 = s.lease_grant(30).await.unwrap();
+    assert!(
+        s.txn(
+            vec![],
+            vec![Op::PutLeased {
+                key: "second".into(),
+                value: vec![],
+                lease: l2
+            }]
+        )
+        .await
+        .unwrap()
+        .succeeded
+    );
+    s.lease_revoke(l2).await.unwrap();
+    assert!(s.get("second").await.unwrap().is_none());
+}

@@ -112,6 +112,10 @@ impl Reconciler for Watcher {
             .store(mine.len() as u64, Ordering::Relaxed);
         metrics::counter!("commissaire_watcher_rounds_total").increment(1);
         metrics::gauge!("commissaire_watcher_hosts_checked").set(mine.len() as f64);
+        if mine.is_empty() {
+            // Nothing to check: the round is over as soon as it started.
+            metrics::histogram!("commissaire_watcher_round_duration_seconds").record(0.0);
+        }
         if let Ok(mut r) = self.round.lock() {
             *r = (std::time::Instant::now(), mine.len() as u64);
         }
