@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use serde_json::Value;
@@ -117,8 +116,8 @@ impl Client {
     /// Builds the client from resolved settings.
     pub fn new(settings: &Settings) -> CliResult<Client> {
         let mut b = Http::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .user_agent(concat!("commctl/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &settings.ca_path {
             let pem = std::fs::read(ca)

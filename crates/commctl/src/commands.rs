@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
             } else {
                 None
             };
-            let file = config::load(cli.config.as_deref())?;
+            let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
             let settings = config::resolve(
                 file,
                 Overrides {
@@ -71,6 +71,8 @@ pub fn run(cli: Cli) -> CliResult<u8> {
                     ca_path: cli.ca_path,
                     client_cert: cli.client_cert,
                     client_key: cli.client_key,
+                    connect_timeout: cli.connect_timeout,
+                    timeout: cli.timeout,
                 },
             )?;
             let ctx = Ctx {
@@ -467,17 +469,8 @@ impl Ctx {
                 options,
                 out,
             } => {
-                let opts = match options {
-                    None => Value::Object(Map::new()),
-                    Some(s) => match serde_json::from_str::<Value>(&s) {
-                        Ok(v @ Value::Object(_)) => v,
-                        _ => {
-                            return Err(CliError::usage(format!(
-                                "-o/--options {s:?}: give a JSON object, e.g. '{{\"address\": \"10.0.0.1:8080\"}}'"
-                            )));
-                        }
-                    },
-                };
+                // The same KEY=VALUE / JSON forms as `container_manager create -o`.
+                let opts = parse_kv_options(&options)?;
                 let body = json!({ "type": kind, "options": opts });
                 let v = self
                     .client
@@ -604,7 +597,7 @@ impl Ctx {
                     seg(&address)
                 ))?;
                 self.show(self.format(out.output), &v, |_| {
-                    format!("Host {address} is not a member of cluster {cluster}.")
+                    format!("Host {address} left cluster {cluster}.")
                 });
                 Ok(EXIT_OK)
             }
@@ -649,11 +642,21 @@ impl Ctx {
                 address,
                 insecure_accept_host_key,
                 ssh_args,
-            } => self.host_ssh(&address, insecure_accept_host_key, &ssh_args),
+                command,
+            } => {
+                let (before, after) = crate::cli::split_ssh_args(ssh_args, command);
+                self.host_ssh(&address, insecure_accept_host_key, &before, &after)
+            }
         }
     }
 
-    fn host_ssh(&self, address: &str, insecure: bool, args: &[String]) -> CliResult<u8> {
+    fn host_ssh(
+        &self,
+        address: &str,
+        insecure: bool,
+        before: &[String],
+        after: &[String],
+    ) -> CliResult<u8> {
         let creds = self.client.get(&format!("/host/{}/creds", seg(address)))?;
         let (Some(key_b64), Some(user)) = (
             creds.get("ssh_priv_key").and_then(Value::as_str),
@@ -691,10 +694,6 @@ impl Ctx {
                 "no SSH host key recorded for {address} yet (the server records it when it first reaches the host; see `commctl host status {address}`); use --insecure-accept-host-key to connect anyway"
             )));
         }
-        let (before, after) = match args.iter().position(|a| a == "--") {
-            Some(i) => (&args[..i], &args[i + 1..]),
-            None => (args, &[][..]),
-        };
         let signals = SignalGuard::install();
         let code = with_temp_files(&key, address, host_key.as_deref(), |key_path, kh_path| {
             let mut argv: Vec<String> = vec![
