@@ -11,7 +11,10 @@
 # is logged with the boot id it ran in.
 #
 #   testbed.sh up N [--flavours LIST] [--memory-mib LIST] [--delay S] [--ttl S] [--owner PID]
-#   testbed.sh demo N [up options]        up, then print how to register the hosts
+#   testbed.sh demo N [up options]        up, then print the quickstart (commctl, then curl)
+#   testbed.sh env                        shell assignments for the quickstart: TESTBED_STATE,
+#                                         TESTBED_PREFIX, TESTBED_NET (exported), TB_HOSTS,
+#                                         TB_KEY, TB_GATEWAY; use: eval "$(testbed.sh env)"
 #   testbed.sh down [--purge]             remove everything up created (--purge: the state dir too)
 #   testbed.sh list | status | known-hosts
 #   testbed.sh reboot|stop|start|rekey HOST   fault injection (HOST = name or address)
@@ -27,6 +30,7 @@
 # Environment: TESTBED_STATE (state dir, default /tmp/commissaire-testbed/default),
 # TESTBED_PREFIX (netns/interface/host name prefix, default tb), TESTBED_NET (second octet of
 # the hosts' 10.NET.0.0/16, default 210).  Instances with different values run side by side.
+# TESTBED_OWNER: default for --owner.
 #
 # Needs root, bash >= 5, iproute2, util-linux (unshare, nsenter, flock), openssh-server and
 # openssh-client.  Network rule: traffic only goes to addresses inside the network namespaces
@@ -360,7 +364,7 @@ write_os_release() {
 
 # ----------------------------------------------------------------------------- up
 cmd_up() {
-    local n="" delay=2 ttl=14400 owner="" wait_s="" flist="" mlist="2048,4096,6144,8192"
+    local n="" delay=2 ttl=14400 owner=${TESTBED_OWNER:-} wait_s="" flist="" mlist="2048,4096,6144,8192"
     flist=${FLAVOURS// /,}
     while (($#)); do
         case $1 in
@@ -918,27 +922,53 @@ cmd_status() {
     done < "$STATE/hosts.tsv"
     supervisor_alive || echo "(supervisor not running)"
 }
+cmd_env() {
+    load_conf
+    local hosts
+    hosts=$(tr '\n' ' ' < "$STATE/hosts.txt")
+    printf 'export TESTBED_STATE=%q TESTBED_PREFIX=%q TESTBED_NET=%q\n' "$STATE" "$PFX" "$NET"
+    printf 'TB_HOSTS=%q\nTB_KEY=%q\nTB_GATEWAY=%q\n' "${hosts% }" "$STATE/id_ed25519" "10.$NET.0.1"
+}
 cmd_demo() {
     cmd_up "$@"
-    local name addr first
+    local first hosts
     first=$(head -n1 "$STATE/hosts.txt")
+    hosts=$(tr '\n' ' ' < "$STATE/hosts.txt")
+    hosts=${hosts% }
+    # The README's quickstart with this testbed's values filled in (keep the two in step).
     cat <<EOF
 
 Commissaire testbed: $(wc -l < "$STATE/hosts.txt") hosts are up.
-  state dir      $STATE   (export TESTBED_STATE=$STATE for the commands below)
+  state dir      $STATE
   addresses      $STATE/hosts.txt   (name<TAB>address: $STATE/hosts.tsv)
   client key     $STATE/id_ed25519   (accepted by every host as root)
   host keys      $STATE/known_hosts
   log in         ssh -F $STATE/ssh_config root@$first    or    $SELF ssh $first uptime
 
-Register them with a Commissaire server on 127.0.0.1:8000 (PW = its admin password):
-EOF
-    while read -r name addr; do
-        # shellcheck disable=SC2016
-        printf '  curl -u admin:$PW -X PUT http://127.0.0.1:8000/api/v0/host/%s -d "{\\"ssh_priv_key\\": \\"$(base64 -w0 %s/id_ed25519)\\"}"   # %s\n' \
-            "$addr" "$STATE" "$name"
-    done < "$STATE/hosts.tsv"
-    cat <<EOF
+Quickstart, with a server on 127.0.0.1:8000 (cargo run --release --bin commissaire-server),
+commctl installed (cargo install --locked --path crates/commctl) and PW set to the admin
+password the server printed at its first start:
+
+  install -m 600 /dev/null ~/.commissaire.json
+  printf '{"endpoint": "http://127.0.0.1:8000", "username": "admin", "password": "%s"}\n' "\$PW" > ~/.commissaire.json
+  commctl network create overlay -t flannel_server -o address=10.$NET.0.1:8080
+  commctl cluster create -n overlay prod
+  for a in $hosts; do commctl host create \$a $STATE/id_ed25519 -c prod; done
+  for i in \$(seq 60); do commctl cluster get prod -o json | grep -q '"status": "ok"' && break; sleep 2; done
+  commctl cluster get prod
+  commctl host list prod
+  commctl host ssh $first -- uptime
+  commctl cluster restart start prod --watch
+
+The same through the API with curl:
+
+  API=http://127.0.0.1:8000/api/v0
+  curl -s -u admin:\$PW -X PUT \$API/network/overlay -d '{"type": "flannel_server", "options": {"address": "10.$NET.0.1:8080"}}'
+  curl -s -u admin:\$PW -X PUT \$API/cluster/prod -d '{"network": "overlay"}'
+  for a in $hosts; do curl -s -u admin:\$PW -X PUT \$API/host/\$a -d "{\"ssh_priv_key\": \"\$(base64 -w0 $STATE/id_ed25519)\", \"cluster\": \"prod\"}"; done
+  curl -s -u admin:\$PW \$API/cluster/prod
+  curl -s -u admin:\$PW -X PUT \$API/cluster/prod/restart -d '{"batch_size": "50%"}'
+  curl -s -u admin:\$PW \$API/cluster/prod/restart
 
 Then: $SELF status | reboot|stop|start|rekey HOST | publish VERSION | down
 What each host did: $STATE/hosts/NAME/commands.log, files it wrote under $STATE/hosts/NAME/etc
@@ -948,6 +978,7 @@ EOF
 case ${1:-} in
 up) shift; cmd_up "$@" ;;
 demo) shift; cmd_demo "$@" ;;
+env) cmd_env ;;
 down) shift; cmd_down "$@" ;;
 list) load_conf; cat "$STATE/hosts.txt" ;;
 status) cmd_status ;;
@@ -961,5 +992,5 @@ ssh)
     exec ssh -F "$STATE/ssh_config" "root@$(addr_of_name "$h")" "$@" ;;
 _supervise) STATE=$2; cmd_supervise ;;
 _hostinit) STATE=$2; cmd_hostinit "$3" ;;
-*) sed -n '2,30p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,34p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
