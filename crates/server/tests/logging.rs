@@ -29,19 +29,27 @@ struct Printed {
 
 /// Starts the server on `data` with `args` and `env`, makes one request once it listens (so
 /// there are request log lines), stops it by its PID and returns what it printed.
+/// The port comes from `COMMISSAIRE_LISTEN_PORT` in `env` when given there, else from `-p`.
 fn run_server(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Printed {
-    let port = free_port();
+    let from_env = env
+        .iter()
+        .find(|(k, _)| *k == "COMMISSAIRE_LISTEN_PORT")
+        .map(|(_, v)| v.parse::<u16>().unwrap());
+    let port = from_env.unwrap_or_else(free_port);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_commissaire-server"));
     cmd.arg("--no-config-file")
         .arg("--data-dir")
         .arg(data)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-i", "127.0.0.1"])
         .args(["--watcher-interval", "86400"])
         .args(args)
         .env_remove("NO_COLOR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if from_env.is_none() {
+        cmd.args(["-p", &port.to_string()]);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -160,4 +168,46 @@ fn colour_rule() {
     assert!(!log_colour(true, Some(OsStr::new("1"))));
     assert!(!log_colour(false, None));
     assert!(!log_colour(false, Some(OsStr::new("1"))));
+}
+
+#[test]
+fn environment_variables_configure_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    // Port and log format from the environment only; the flag still wins over a variable.
+    let p = run_server(
+        &dir.path().join("data"),
+        &[],
+        &[
+            ("COMMISSAIRE_LISTEN_PORT", port.as_str()),
+            ("COMMISSAIRE_LOG_FORMAT", "json"),
+        ],
+    );
+    let lines: Vec<&str> = p.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{}", p.stderr);
+    for l in lines {
+        serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+    }
+    let p = run_server(
+        &dir.path().join("data"),
+        &["--log-format", "text"],
+        &[
+            ("COMMISSAIRE_LISTEN_PORT", port.as_str()),
+            ("COMMISSAIRE_LOG_FORMAT", "json"),
+        ],
+    );
+    assert!(p.stdout.contains("INFO"), "{}", p.stdout);
+    // A bad value stops start-up, naming the variable.
+    let out = Command::new(env!("CARGO_BIN_EXE_commissaire-server"))
+        .args(["--no-config-file", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("COMMISSAIRE_LISTEN_PORT", "eighty")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("COMMISSAIRE_LISTEN_PORT"),
+        "{out:?}"
+    );
 }
