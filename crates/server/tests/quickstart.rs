@@ -85,3 +85,76 @@ fn readme_quickstart_runs_verbatim() {
         None => panic!("quickstart-check did not finish within {LIMIT:?}:\n{out}\n{err}"),
     }
 }
+
+/// Runs `testbed.sh ARGS` on `tb`'s instance (its state dir, prefix and subnet), bounded.
+fn testbed_sh(tb: &testsupport::testbed::Testbed, net: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("180")
+        .arg("bash")
+        .arg(testsupport::testbed::Testbed::script_path())
+        .args(args)
+        .env("TESTBED_STATE", tb.state_dir())
+        .env("TESTBED_PREFIX", tb.prefix())
+        .env("TESTBED_NET", net)
+        .env_remove("TESTBED_OWNER");
+    let out = cmd.output().expect("run testbed.sh");
+    assert!(
+        out.status.success(),
+        "testbed.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn routes(subnet: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-4", "route", "show", "root", subnet])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// After `down` the subnet is unreachable (nothing for it leaves the machine), `up` takes it
+/// back and gives every host its earlier key, `env` describes the instance, and
+/// `down --purge` removes the route with the state.
+#[test]
+fn testbed_down_keeps_the_subnet_unreachable_and_up_keeps_host_keys() {
+    use testsupport::testbed::{Testbed, TestbedOptions};
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 2,
+        ..TestbedOptions::default()
+    });
+    let gateway = tb.gateway();
+    let net = gateway.split('.').nth(1).unwrap().to_string();
+    let subnet = format!("10.{net}.0.0/16");
+    let keys = std::fs::read_to_string(tb.known_hosts_path()).unwrap();
+
+    let env = testbed_sh(&tb, &net, &["env"]);
+    assert!(env.contains(&format!("TB_GATEWAY={gateway}")), "{env}");
+    for a in tb.addresses() {
+        assert!(env.contains(&a), "{a}: {env}");
+    }
+    assert!(env.contains("id_ed25519"), "{env}");
+
+    testbed_sh(&tb, &net, &["down"]);
+    let r = routes(&subnet);
+    assert!(r.starts_with("unreachable"), "after down: {r:?}");
+
+    let pid = std::process::id().to_string();
+    testbed_sh(&tb, &net, &["up", "2", "--owner", &pid]);
+    let r = routes(&subnet);
+    assert!(!r.contains("unreachable"), "after up: {r:?}");
+    assert_eq!(
+        std::fs::read_to_string(tb.known_hosts_path()).unwrap(),
+        keys,
+        "host keys changed across down/up"
+    );
+    testbed_sh(&tb, &net, &["up", "2", "--owner", &pid, "--new-keys"]);
+    assert_ne!(
+        std::fs::read_to_string(tb.known_hosts_path()).unwrap(),
+        keys
+    );
+
+    drop(tb); // down --purge
+    assert_eq!(routes(&subnet), "", "the route outlived --purge");
+}
