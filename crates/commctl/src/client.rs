@@ -92,12 +92,55 @@ pub fn error_for_status(method: Method, path: &str, status: u16, body: &str) -> 
 
 /// The innermost cause of an error, which is the informative part for connection errors
 /// ("Connection refused (os error 111)").
+/// TLS failures come with rustls' terse names (`UnknownIssuer`, `CaUsedAsEndEntity`); this
+/// says what they mean and what to do about them.
+fn tls_hint(reason: &str) -> Option<&'static str> {
+    const HINTS: [(&str, &str); 7] = [
+        (
+            "CaUsedAsEndEntity",
+            "the server presents a CA certificate as its own; give the server a certificate signed by that CA (docs/tls.md shows the openssl commands) and pass the CA with --ca-path",
+        ),
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA commctl trusts; pass the CA that signed it with --ca-path (or \"ca_path\" in the configuration file)",
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate does not name the host in the endpoint URL; use a name or address from its subjectAltName, or reissue it with the right one (docs/tls.md)",
+        ),
+        (
+            "Expired",
+            "the server's certificate has expired (or this machine's clock is wrong); renew it",
+        ),
+        (
+            "NotValidYet",
+            "the server's certificate is not valid yet; check this machine's clock and the server's",
+        ),
+        (
+            "CertificateRequired",
+            "the server requires a client certificate; set client_cert and client_key (or --client-cert/--client-key)",
+        ),
+        (
+            "InvalidContentType",
+            "the server did not answer with TLS; is the endpoint http:// rather than https://?",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    let reason = cur.to_string();
+    match tls_hint(&reason) {
+        Some(hint) => format!("{reason}: {hint}"),
+        None => reason,
+    }
 }
 
 /// A connection to the Commissaire server.
@@ -325,6 +368,18 @@ fn prompt_line(prompt: &str) -> CliResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_errors_say_what_to_do() {
+        let r = "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(tls_hint(r).unwrap().contains("docs/tls.md"));
+        assert!(
+            tls_hint("invalid peer certificate: UnknownIssuer")
+                .unwrap()
+                .contains("--ca-path")
+        );
+        assert_eq!(tls_hint("Connection refused (os error 111)"), None);
+    }
 
     #[test]
     fn segments_are_encoded() {
