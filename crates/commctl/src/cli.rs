@@ -325,7 +325,8 @@ pub struct RunOptions {
     /// Then follow the run with a progress bar until it ends.
     #[arg(short = 'w', long)]
     pub watch: bool,
-    /// Seconds between status requests with --watch.
+    /// With --watch, progress follows the server's change feed; when the feed is unavailable,
+    /// the status is requested every SECONDS instead.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub interval: f64,
 }
@@ -339,7 +340,8 @@ pub struct StatusArgs {
     /// if it ended failed or cancelled.
     #[arg(short = 'w', long)]
     pub watch: bool,
-    /// Seconds between status requests with --watch.
+    /// With --watch, progress follows the server's change feed; when the feed is unavailable,
+    /// the status is requested every SECONDS instead.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub interval: f64,
     /// Output format (read commands).

@@ -340,6 +340,29 @@ impl Client {
         })
     }
 
+    /// Opens `GET /api/v0{path}` as a Server-Sent Events stream on the endpoint that answered
+    /// last, to be read line by line as events arrive. The request timeout does not apply (a
+    /// feed is open for as long as it is read); callers must not depend on it making progress.
+    pub fn open_stream(&self, path: &str) -> CliResult<reqwest::blocking::Response> {
+        self.ensure_password()?;
+        let ep = self.endpoint().to_string();
+        let url = format!("{ep}/api/v0{path}");
+        let rb = self
+            .with_auth(self.http.get(&url))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            // A week: "no limit" in practice, while staying a finite bound.
+            .timeout(std::time::Duration::from_secs(7 * 24 * 3600));
+        let resp = rb
+            .send()
+            .map_err(|e| CliError::general(format!("GET {url}: {}", root_cause(&e))))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().unwrap_or_default();
+            return Err(error_for_status(Method::Get, path, status, &text));
+        }
+        Ok(resp)
+    }
+
     /// GET
     pub fn get(&self, path: &str) -> CliResult<Value> {
         self.call(Method::Get, path, None)

@@ -18,6 +18,10 @@ use crate::error::{CliError, CliResult, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK};
 use crate::output::{self, Format, Style};
 use crate::userdata::{self, HostData};
 
+/// With the change feed open, the status is still requested this often when no event came,
+/// should the feed stall without closing.
+const STREAM_RECHECK: Duration = Duration::from_secs(30);
+
 /// Writes a line to standard output; a closed pipe (`commctl host list | head`) is not an
 /// error worth a panic.
 fn emit(s: &str) {
@@ -354,6 +358,8 @@ impl Ctx {
         );
         bar.set_prefix(format!("{kind} {name}"));
         let interval = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+        // Subscribed before the first status request, so no change after it is missed.
+        let mut changes = self.follow_operation(kind, name);
         let mut last_line = String::new();
         let mut ticking = false;
         let mut next = first;
@@ -392,8 +398,52 @@ impl Ctx {
                 eprintln!("commctl: the {kind} of cluster {name} ended {}", p.status);
                 return Ok(EXIT_ERROR);
             }
-            std::thread::sleep(interval);
+            match &changes {
+                Some(rx) => match rx.recv_timeout(STREAM_RECHECK) {
+                    // Several events may have come at once: one status request covers them.
+                    Ok(()) => while rx.try_recv().is_ok() {},
+                    // A quiet feed: ask anyway, in case the stream stalled unnoticed.
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        changes = None;
+                    }
+                },
+                None => std::thread::sleep(interval),
+            }
         }
+    }
+
+    /// Follows the change feed (`GET /events`) for changes of cluster `name`'s `kind`
+    /// operation: each one sends `()` on the returned channel, which disconnects when the
+    /// feed ends. `None` when the feed is unavailable (an older server, the subscriber limit,
+    /// a proxy that buffers): the caller polls instead.
+    fn follow_operation(&self, kind: &str, name: &str) -> Option<std::sync::mpsc::Receiver<()>> {
+        use std::io::BufRead;
+        let event_kind = match kind {
+            "restart" => "ClusterRestart",
+            "upgrade" => "ClusterUpgrade",
+            "deploy" => "ClusterDeploy",
+            _ => return None,
+        };
+        let resp = self.client.open_stream("/events").ok()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = name.to_string();
+        // Detached: it ends with the feed, or with the process once the watch is over.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(resp).lines() {
+                let Ok(line) = line else { break };
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(ev) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                if ev["kind"] == event_kind && ev["name"] == name.as_str() && tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(rx)
     }
 
     // ----- container managers -----

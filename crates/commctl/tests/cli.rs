@@ -1355,18 +1355,28 @@ fn rolling_operations_against_the_real_server() {
     ])
     .ok();
     server.wait_host_settled("127.0.5.5");
-    let out = env
-        .run(&[
-            "cluster",
-            "restart",
-            "start",
-            "prod",
-            "--batch-size",
-            "50%",
-            "--output",
-            "json",
-        ])
-        .ok();
+    // --watch follows the change feed: with status requests only every 30 s, the end of the
+    // run (the host cannot be reached, so it fails at once) is still seen within seconds.
+    let t = Instant::now();
+    let out = env.run(&[
+        "cluster",
+        "restart",
+        "start",
+        "prod",
+        "--batch-size",
+        "50%",
+        "--watch",
+        "--interval",
+        "30",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "took {:?}: {out:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.code, 1, "{out:?}");
     let started = out.json();
     assert_eq!(started["name"], "prod");
     assert_eq!(started["options"]["batch_size"], "50%");
