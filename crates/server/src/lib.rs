@@ -249,10 +249,18 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("tls-pemfile {}: bad certificate", pem.display()))?;
     if certs.is_empty() {
-        bail!("tls-pemfile {}: no certificate found", pem.display());
+        bail!(
+            "tls-pemfile {}: no certificate found; the file must hold the server's PEM certificate chain and its private key (docs/tls.md shows how to make them)",
+            pem.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(pem)
-        .with_context(|| format!("tls-pemfile {}: no private key found", pem.display()))?;
+        .with_context(|| {
+            format!(
+                "tls-pemfile {}: no private key found; append the certificate's key (PEM) to the file, e.g. cat server.pem server-key.pem > bundle.pem (docs/tls.md)",
+                pem.display()
+            )
+        })?;
     let builder = rustls::ServerConfig::builder();
     let builder = match &cfg.tls_clientverifyfile {
         None => builder.with_no_client_auth(),

@@ -211,3 +211,26 @@ fn environment_variables_configure_the_binary() {
         "{out:?}"
     );
 }
+
+#[test]
+fn tls_file_problems_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("empty.pem");
+    std::fs::write(&pem, "not a certificate\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_commissaire-server"))
+        .args(["--no-config-file", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["-i", "127.0.0.1", "-p"])
+        .arg(free_port().to_string())
+        .arg("--tls-pemfile")
+        .arg(&pem)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no certificate found") && err.contains("docs/tls.md"),
+        "{err}"
+    );
+}
