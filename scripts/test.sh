@@ -4,7 +4,7 @@
 # Needs root: the fleet tests start real sshd "hosts" in their own network, PID and mount
 # namespaces, and the SSH tests run sshd, which only runs as root. The tests use real services:
 # etcd (Debian etcd-server), Redis (redis-server) and OpenSSH (openssh-server, openssh-client),
-# plus iproute2, util-linux, python3 and openssl; the dashboard's browser test uses headless
+# plus iproute2, util-linux, python3, openssl and curl; the dashboard's browser test uses headless
 # Chromium (chromium, chromium-driver), and the OpenAPI test the openapi-spec-validator Python
 # package. Missing packages are installed with apt-get; the validator with pip, into a virtual
 # environment under ~/.cache/commissaire when the system Python refuses packages from pip.
@@ -41,6 +41,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)    # the README quickstart (scripts/quickstart-check.sh)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 ||

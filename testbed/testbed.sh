@@ -11,8 +11,14 @@
 # is logged with the boot id it ran in.
 #
 #   testbed.sh up N [--flavours LIST] [--memory-mib LIST] [--delay S] [--ttl S] [--owner PID]
-#   testbed.sh demo N [up options]        up, then print how to register the hosts
-#   testbed.sh down [--purge]             remove everything up created (--purge: the state dir too)
+#                   [--keep-keys | --new-keys]  host keys of an earlier up are reused (default)
+#   testbed.sh demo N [up options]        up, then print the quickstart (commctl, then curl)
+#   testbed.sh env                        shell assignments for the quickstart: TESTBED_STATE,
+#                                         TESTBED_PREFIX, TESTBED_NET (exported), TB_HOSTS,
+#                                         TB_KEY, TB_GATEWAY; use: eval "$(testbed.sh env)"
+#   testbed.sh down [--purge]             remove everything up created; the subnet stays an
+#                                         `unreachable` route so nothing leaves the machine
+#                                         (--purge: the route and the state dir too)
 #   testbed.sh list | status | known-hosts
 #   testbed.sh reboot|stop|start|rekey HOST   fault injection (HOST = name or address)
 #   testbed.sh quirk HOST QUIRK           how HOST misbehaves from now on: ignore-reboot (reboot
@@ -27,6 +33,7 @@
 # Environment: TESTBED_STATE (state dir, default /tmp/commissaire-testbed/default),
 # TESTBED_PREFIX (netns/interface/host name prefix, default tb), TESTBED_NET (second octet of
 # the hosts' 10.NET.0.0/16, default 210).  Instances with different values run side by side.
+# TESTBED_OWNER: default for --owner.
 #
 # Needs root, bash >= 5, iproute2, util-linux (unshare, nsenter, flock), openssh-server and
 # openssh-client.  Network rule: traffic only goes to addresses inside the network namespaces
@@ -360,7 +367,7 @@ write_os_release() {
 
 # ----------------------------------------------------------------------------- up
 cmd_up() {
-    local n="" delay=2 ttl=14400 owner="" wait_s="" flist="" mlist="2048,4096,6144,8192"
+    local n="" delay=2 ttl=14400 owner=${TESTBED_OWNER:-} wait_s="" flist="" mlist="2048,4096,6144,8192" keep_keys=1
     flist=${FLAVOURS// /,}
     while (($#)); do
         case $1 in
@@ -370,6 +377,8 @@ cmd_up() {
         --ttl) ttl=$2; shift 2 ;;
         --owner) owner=$2; shift 2 ;;
         --wait) wait_s=$2; shift 2 ;;
+        --keep-keys) keep_keys=1; shift ;;
+        --new-keys) keep_keys=0; shift ;;
         -*) die "unknown option $1" ;;
         *) n=$1; shift ;;
         esac
@@ -399,6 +408,8 @@ cmd_up() {
         echo "testbed: $STATE is up, running down first" >&2
         cmd_down
     fi
+    # our own unreachable route from an earlier `down` makes way for the bridge
+    drop_unreachable_route
     # refuse to touch anything another instance (or anyone else) owns
     ip link show "${PFX}br0" > /dev/null 2>&1 && die "${PFX}br0 exists (another instance? set TESTBED_PREFIX/TESTBED_NET/TESTBED_STATE)"
     compgen -G "/run/netns/${PFX}[0-9][0-9][0-9][0-9]" > /dev/null && die "netns ${PFX}NNNN exist (another instance? set TESTBED_PREFIX)"
@@ -485,9 +496,26 @@ EOF
         printf 'netns %s\nlink %sv%d\n' "$name" "$PFX" "$i" >> "$STATE/created"
     done
     ip -batch "$batch"
-    # one ed25519 host key per host, on all cores
-    cut -f1 "$STATE/hosts.tsv" | xargs -P "$(nproc)" -I{} \
+    # one ed25519 host key per host, on all cores; a host that had one at an earlier `up` of
+    # this state dir gets it back (unless --new-keys), as a real machine keeps its key across
+    # reboots and power cycles: a manager holding the old key must not see a changed host.
+    mkdir -p "$STATE/hostkeys"
+    ((keep_keys)) || rm -f "$STATE"/hostkeys/*
+    while read -r name _; do
+        if [[ -f $STATE/hostkeys/$name && -f $STATE/hostkeys/$name.pub ]]; then
+            cp "$STATE/hostkeys/$name" "$STATE/hosts/$name/ssh_host_ed25519_key"
+            cp "$STATE/hostkeys/$name.pub" "$STATE/hosts/$name/ssh_host_ed25519_key.pub"
+            chmod 600 "$STATE/hosts/$name/ssh_host_ed25519_key"
+        else
+            echo "$name"
+        fi
+    done < "$STATE/hosts.tsv" | xargs -r -P "$(nproc)" -I{} \
         ssh-keygen -q -t ed25519 -N '' -C {} -f "$STATE/hosts/{}/ssh_host_ed25519_key"
+    while read -r name _; do
+        [[ -f $STATE/hostkeys/$name ]] && continue
+        cp "$STATE/hosts/$name/ssh_host_ed25519_key" "$STATE/hostkeys/$name"
+        cp "$STATE/hosts/$name/ssh_host_ed25519_key.pub" "$STATE/hostkeys/$name.pub"
+    done < "$STATE/hosts.tsv"
     local kt key _c
     while read -r name addr; do
         read -r kt key _c < "$STATE/hosts/$name/ssh_host_ed25519_key.pub"
@@ -790,6 +818,22 @@ EOF
 # ----------------------------------------------------------------------------- down
 # Removes the network objects and mounts listed in STATE/created (veths, then netns, then the
 # bridge).  Used by `down` and by the supervisor when its TTL runs out or its owner dies.
+# While a state dir exists after `down`, its subnet is an `unreachable` route: a server still
+# holding the hosts' addresses gets "no route to host" at once instead of sending their traffic
+# out through the default gateway. STATE/unreachable-route records that the route is ours.
+add_unreachable_route() {
+    ip route replace unreachable "10.$NET.0.0/16" 2> /dev/null || return 0
+    echo "10.$NET.0.0/16" > "$STATE/unreachable-route"
+}
+drop_unreachable_route() {
+    [[ -f $STATE/unreachable-route ]] || return 0
+    local net
+    read -r net < "$STATE/unreachable-route"
+    if [[ -n $(ip -4 route show root "$net" type unreachable 2> /dev/null) ]]; then
+        ip route del unreachable "$net" 2> /dev/null || true
+    fi
+    rm -f "$STATE/unreachable-route"
+}
 teardown() {
     [[ -f $STATE/created ]] || return 0
     local kind obj
@@ -802,6 +846,7 @@ teardown() {
     while read -r kind obj _; do
         [[ $kind == mount ]] && { umount -l "$obj" 2> /dev/null || true; }
     done < "$STATE/created"
+    add_unreachable_route
     rm -f "$STATE/created" "$STATE/conf"
 }
 cmd_down() {
@@ -809,7 +854,10 @@ cmd_down() {
     [[ ${1:-} == --purge ]] && purge=1
     check_env
     if [[ ! -f $STATE/created ]]; then
-        ((purge)) && rm -rf "$STATE"
+        if ((purge)); then
+            drop_unreachable_route
+            rm -rf "$STATE"
+        fi
         return 0
     fi
     [[ -f $STATE/conf ]] && { load_conf; }
@@ -833,6 +881,7 @@ cmd_down() {
     done
     teardown
     if ((purge)); then
+        drop_unreachable_route
         rm -rf "$STATE"
     else
         rm -rf "${STATE:?}"/{hosts,requests,acks,layers,tick,hosts.tsv,hosts.txt,known_hosts,known_hosts.new,ssh_config} \
@@ -918,27 +967,53 @@ cmd_status() {
     done < "$STATE/hosts.tsv"
     supervisor_alive || echo "(supervisor not running)"
 }
+cmd_env() {
+    load_conf
+    local hosts
+    hosts=$(tr '\n' ' ' < "$STATE/hosts.txt")
+    printf 'export TESTBED_STATE=%q TESTBED_PREFIX=%q TESTBED_NET=%q\n' "$STATE" "$PFX" "$NET"
+    printf 'TB_HOSTS=%q\nTB_KEY=%q\nTB_GATEWAY=%q\n' "${hosts% }" "$STATE/id_ed25519" "10.$NET.0.1"
+}
 cmd_demo() {
     cmd_up "$@"
-    local name addr first
+    local first hosts
     first=$(head -n1 "$STATE/hosts.txt")
+    hosts=$(tr '\n' ' ' < "$STATE/hosts.txt")
+    hosts=${hosts% }
+    # The README's quickstart with this testbed's values filled in (keep the two in step).
     cat <<EOF
 
 Commissaire testbed: $(wc -l < "$STATE/hosts.txt") hosts are up.
-  state dir      $STATE   (export TESTBED_STATE=$STATE for the commands below)
+  state dir      $STATE
   addresses      $STATE/hosts.txt   (name<TAB>address: $STATE/hosts.tsv)
   client key     $STATE/id_ed25519   (accepted by every host as root)
   host keys      $STATE/known_hosts
   log in         ssh -F $STATE/ssh_config root@$first    or    $SELF ssh $first uptime
 
-Register them with a Commissaire server on 127.0.0.1:8000 (PW = its admin password):
-EOF
-    while read -r name addr; do
-        # shellcheck disable=SC2016
-        printf '  curl -u admin:$PW -X PUT http://127.0.0.1:8000/api/v0/host/%s -d "{\\"ssh_priv_key\\": \\"$(base64 -w0 %s/id_ed25519)\\"}"   # %s\n' \
-            "$addr" "$STATE" "$name"
-    done < "$STATE/hosts.tsv"
-    cat <<EOF
+Quickstart, with a server on 127.0.0.1:8000 (cargo run --release --bin commissaire-server),
+commctl installed (cargo install --locked --path crates/commctl) and PW set to the admin
+password the server printed at its first start:
+
+  install -m 600 /dev/null ~/.commissaire.json
+  printf '{"endpoint": "http://127.0.0.1:8000", "username": "admin", "password": "%s"}\n' "\$PW" > ~/.commissaire.json
+  commctl network create overlay -t flannel_server -o address=10.$NET.0.1:8080
+  commctl cluster create -n overlay prod
+  for a in $hosts; do commctl host create \$a $STATE/id_ed25519 -c prod; done
+  for i in \$(seq 60); do commctl cluster get prod -o json | grep -q '"status": "ok"' && break; sleep 2; done
+  commctl cluster get prod
+  commctl host list prod
+  commctl host ssh $first -- uptime
+  commctl cluster restart start prod --watch
+
+The same through the API with curl:
+
+  API=http://127.0.0.1:8000/api/v0
+  curl -s -u admin:\$PW -X PUT \$API/network/overlay -d '{"type": "flannel_server", "options": {"address": "10.$NET.0.1:8080"}}'
+  curl -s -u admin:\$PW -X PUT \$API/cluster/prod -d '{"network": "overlay"}'
+  for a in $hosts; do curl -s -u admin:\$PW -X PUT \$API/host/\$a -d "{\"ssh_priv_key\": \"\$(base64 -w0 $STATE/id_ed25519)\", \"cluster\": \"prod\"}"; done
+  curl -s -u admin:\$PW \$API/cluster/prod
+  curl -s -u admin:\$PW -X PUT \$API/cluster/prod/restart -d '{"batch_size": "50%"}'
+  curl -s -u admin:\$PW \$API/cluster/prod/restart
 
 Then: $SELF status | reboot|stop|start|rekey HOST | publish VERSION | down
 What each host did: $STATE/hosts/NAME/commands.log, files it wrote under $STATE/hosts/NAME/etc
@@ -948,6 +1023,7 @@ EOF
 case ${1:-} in
 up) shift; cmd_up "$@" ;;
 demo) shift; cmd_demo "$@" ;;
+env) cmd_env ;;
 down) shift; cmd_down "$@" ;;
 list) load_conf; cat "$STATE/hosts.txt" ;;
 status) cmd_status ;;
@@ -961,5 +1037,5 @@ ssh)
     exec ssh -F "$STATE/ssh_config" "root@$(addr_of_name "$h")" "$@" ;;
 _supervise) STATE=$2; cmd_supervise ;;
 _hostinit) STATE=$2; cmd_hostinit "$3" ;;
-*) sed -n '2,30p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,36p' "$SELF" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -25,16 +25,18 @@ Configuration:
     {\"endpoint\": [\"https://c1:8000\", \"https://c2:8000\"], \"username\": \"admin\", \"password\": \"...\",
      \"kubeconfig\": \"~/.kube/config\", \"ca_path\": \"ca.pem\",
      \"client_cert\": \"client.pem\", \"client_key\": \"client-key.pem\"}
-  Endpoints are tried in order when a connection fails. Flags given before the command win
-  over the file. Without an endpoint, http://127.0.0.1:8000 is used.
+  \"connect_timeout\": 10 and \"timeout\": 60 (seconds) bound connecting and each request.
+  Endpoints are tried in order when a connection fails. Flags (before or after the command)
+  win over the file. Without an endpoint, http://127.0.0.1:8000 is used.
 
 Examples:
-  commctl network create overlay -t flannel_server -o '{\"address\": \"10.0.0.1:8080\"}'
+  commctl network create overlay -t flannel_server -o address=10.0.0.1:8080
   commctl cluster create -n overlay prod
   commctl host create 192.0.2.10 ./host-key -c prod
   commctl host list
   commctl cluster get prod -o json
   commctl --endpoint https://commissaire:8000 --username admin --password-stdin host list < pw.txt
+  commctl host list --endpoint http://127.0.0.1:8000 --connect-timeout 3
 
 Exit codes:
   0  success
@@ -54,39 +56,65 @@ macro_rules! help {
 
 /// The Commissaire operator CLI: manage hosts, clusters, networks and container managers
 /// through a Commissaire server, and run rolling restarts, upgrades and deploys.
+///
+/// The connection flags (`--config`, `--endpoint`, `--username`, `--password-stdin`,
+/// `--kubeconfig`, `--ca-path`, `--client-cert`, `--client-key`, `--connect-timeout`,
+/// `--timeout`) are global: they may stand before or after the command. `-c` alone means
+/// `--config` only before the command, because several commands use `-c` for something else.
 #[derive(Parser, Debug)]
 #[command(name = "commctl", version, after_help = TOP_HELP)]
 pub struct Cli {
     /// Configuration file [default: $COMMCTL_CONFIG, else ~/.commissaire.json].
-    #[arg(short = 'c', long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// Same as --config (before the command only: commands use -c for other things).
+    #[arg(short = 'c', value_name = "FILE", conflicts_with = "config")]
+    pub config_short: Option<PathBuf>,
     /// Server URL (repeat for fallbacks tried in order); replaces the file's endpoint.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub endpoint: Vec<String>,
     /// User for HTTP basic authentication; replaces the file's username.
-    #[arg(long, value_name = "USER")]
+    #[arg(long, value_name = "USER", global = true)]
     pub username: Option<String>,
     /// Read the password from the first line of standard input.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub password_stdin: bool,
     /// Kubeconfig whose current context's token is sent as a bearer token.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// PEM bundle of the CA that signed the server's certificate.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub ca_path: Option<PathBuf>,
     /// Client certificate (PEM) for servers that require one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub client_cert: Option<PathBuf>,
     /// Key of the client certificate (PEM).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub client_key: Option<PathBuf>,
+    /// Seconds to wait for a connection to an endpoint before trying the next one
+    /// [default: the file's connect_timeout, else 10].
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = parse_seconds)]
+    pub connect_timeout: Option<f64>,
+    /// Seconds to wait for the answer to one request once connected
+    /// [default: the file's timeout, else 60].
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
     /// Output format for every command [default: table].
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output: Option<Format>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A timeout in seconds: a positive, finite number.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: give a number of seconds greater than 0 and at most 86400, e.g. 10 or 2.5"
+        )),
+    }
 }
 
 /// `-o/--output` on read commands.
@@ -110,7 +138,7 @@ pub struct WriteOutput {
 pub enum Command {
     /// Clusters, and rolling restart/upgrade/deploy of their hosts.
     #[command(subcommand, after_help = help!(
-        "commctl cluster create -n default prod",
+        "commctl cluster create -n overlay prod",
         "commctl cluster list",
         "commctl cluster restart start prod --batch-size 25% --watch",
     ))]
@@ -131,7 +159,7 @@ pub enum Command {
     Host(HostCmd),
     /// Networks (flannel configuration for clusters).
     #[command(subcommand, after_help = help!(
-        "commctl network create overlay -t flannel_server -o '{\"address\": \"10.0.0.1:8080\"}'",
+        "commctl network create overlay -t flannel_server -o address=10.0.0.1:8080",
         "commctl network list",
     ))]
     Network(NetworkCmd),
@@ -297,7 +325,8 @@ pub struct RunOptions {
     /// Then follow the run with a progress bar until it ends.
     #[arg(short = 'w', long)]
     pub watch: bool,
-    /// Seconds between status requests with --watch.
+    /// With --watch, progress follows the server's change feed; when the feed is unavailable,
+    /// the status is requested every SECONDS instead.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub interval: f64,
 }
@@ -311,7 +340,8 @@ pub struct StatusArgs {
     /// if it ended failed or cancelled.
     #[arg(short = 'w', long)]
     pub watch: bool,
-    /// Seconds between status requests with --watch.
+    /// With --watch, progress follows the server's change feed; when the feed is unavailable,
+    /// the status is requested every SECONDS instead.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     pub interval: f64,
     /// Output format (read commands).
@@ -486,6 +516,7 @@ pub enum ContainerManagerCmd {
 pub enum NetworkCmd {
     /// Create a network.
     #[command(after_help = help!(
+        "commctl network create overlay -t flannel_server -o address=10.0.0.1:8080",
         "commctl network create overlay -t flannel_server -o '{\"address\": \"10.0.0.1:8080\"}'",
         "commctl network create etcdnet",
     ))]
@@ -496,9 +527,10 @@ pub enum NetworkCmd {
         #[arg(short = 't', long = "type", default_value = "flannel_etcd",
               value_parser = ["flannel_etcd", "flannel_server"])]
         kind: String,
-        /// Options as a JSON object (flannel_server needs {"address": "HOST:PORT"}).
-        #[arg(short = 'o', long = "options", value_name = "JSON")]
-        options: Option<String>,
+        /// Option as KEY=VALUE (KEY=@FILE reads the value from a file) or a JSON object;
+        /// repeatable, later ones win. flannel_server needs address=HOST:PORT.
+        #[arg(short = 'o', long = "options", value_name = "KEY=VALUE|JSON")]
+        options: Vec<String>,
         /// Output format (commands that change something).
         #[command(flatten)]
         out: WriteOutput,
@@ -618,8 +650,8 @@ pub enum HostCmd {
     ///
     /// The key is written to a temporary file readable only by you (mode 0600) and the host
     /// key the server recorded to a temporary known_hosts file; both are removed when ssh
-    /// exits. Arguments after the address go to ssh before the host name; arguments after
-    /// `--` form the remote command. The exit code is ssh's.
+    /// exits. Arguments after the address go to ssh before the host name; everything after
+    /// `--` is the remote command, passed to ssh after the host name. The exit code is ssh's.
     #[command(after_help = help!(
         "commctl host ssh 192.0.2.10",
         "commctl host ssh 192.0.2.10 -p 2222 -v",
@@ -632,13 +664,12 @@ pub enum HostCmd {
         /// whatever key the host presents).
         #[arg(long)]
         insecure_accept_host_key: bool,
-        /// ssh arguments, then optionally `--` and the remote command.
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "SSH_ARGS"
-        )]
+        /// Options for ssh itself (before the host name), e.g. -p 2222 -v.
+        #[arg(allow_hyphen_values = true, value_name = "SSH_ARGS")]
         ssh_args: Vec<String>,
+        /// The remote command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Show the SSH host key the server recorded for a host.
     #[command(after_help = help!("commctl host hostkey 192.0.2.10"))]
@@ -664,6 +695,24 @@ pub enum HostCmd {
         #[command(flatten)]
         out: WriteOutput,
     },
+}
+
+/// Splits `host ssh` arguments into ssh's options and the remote command. clap gives the
+/// words after a `--` that directly follows the address to `command`; once an ssh option
+/// has started the hyphen-accepting list, a later `--` lands in `ssh_args` instead, so the
+/// first `--` there is the split point too.
+pub fn split_ssh_args(
+    mut ssh_args: Vec<String>,
+    command: Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    match ssh_args.iter().position(|a| a == "--") {
+        Some(i) => {
+            let mut remote: Vec<String> = ssh_args.drain(i..).skip(1).collect();
+            remote.extend(command);
+            (ssh_args, remote)
+        }
+        None => (ssh_args, command),
+    }
 }
 
 fn parse_amount(s: &str, min: u64) -> Result<serde_json::Value, String> {
@@ -775,9 +824,25 @@ mod tests {
         assert_eq!(c.output, Some(Format::Yaml));
     }
 
+    fn ssh_parts(args: &[&str]) -> (String, bool, Vec<String>, Vec<String>) {
+        let c = Cli::try_parse_from(args).unwrap();
+        match c.command {
+            Command::Host(HostCmd::Ssh {
+                address,
+                insecure_accept_host_key,
+                ssh_args,
+                command,
+            }) => {
+                let (ssh_args, command) = split_ssh_args(ssh_args, command);
+                (address, insecure_accept_host_key, ssh_args, command)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn ssh_args_pass_through() {
-        let c = Cli::try_parse_from([
+        let (address, insecure, ssh_args, command) = ssh_parts(&[
             "commctl",
             "host",
             "ssh",
@@ -789,20 +854,96 @@ mod tests {
             "--",
             "uptime",
             "-a",
+        ]);
+        assert_eq!(address, "10.0.0.1");
+        assert!(insecure);
+        assert_eq!(ssh_args, ["-p", "2222", "-v"]);
+        assert_eq!(command, ["uptime", "-a"]);
+
+        // `--` right after the address: everything after it is the command (clap used to eat
+        // the `--` and hand `uptime` to ssh as an option).
+        let (_, insecure, ssh_args, command) =
+            ssh_parts(&["commctl", "host", "ssh", "10.0.0.1", "--", "uptime"]);
+        assert!(!insecure);
+        assert!(ssh_args.is_empty(), "{ssh_args:?}");
+        assert_eq!(command, ["uptime"]);
+
+        // A second `--` belongs to the remote command.
+        let (_, _, ssh_args, command) =
+            ssh_parts(&["commctl", "host", "ssh", "h", "--", "ls", "--", "-x"]);
+        assert!(ssh_args.is_empty());
+        assert_eq!(command, ["ls", "--", "-x"]);
+
+        let (_, _, ssh_args, command) = ssh_parts(&["commctl", "host", "ssh", "h"]);
+        assert!(ssh_args.is_empty() && command.is_empty());
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let before = Cli::try_parse_from([
+            "commctl",
+            "--endpoint",
+            "http://a:1",
+            "--username",
+            "u",
+            "--connect-timeout",
+            "3",
+            "host",
+            "list",
         ])
         .unwrap();
-        match c.command {
-            Command::Host(HostCmd::Ssh {
-                address,
-                insecure_accept_host_key,
-                ssh_args,
-            }) => {
-                assert_eq!(address, "10.0.0.1");
-                assert!(insecure_accept_host_key);
-                assert_eq!(ssh_args, ["-p", "2222", "-v", "--", "uptime", "-a"]);
-            }
-            other => panic!("{other:?}"),
+        let after = Cli::try_parse_from([
+            "commctl",
+            "host",
+            "list",
+            "--endpoint",
+            "http://a:1",
+            "--username",
+            "u",
+            "--connect-timeout",
+            "3",
+        ])
+        .unwrap();
+        for c in [&before, &after] {
+            assert_eq!(c.endpoint, ["http://a:1"]);
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.connect_timeout, Some(3.0));
         }
+        let c = Cli::try_parse_from([
+            "commctl",
+            "cluster",
+            "create",
+            "-c",
+            "cm",
+            "prod",
+            "--config",
+            "/tmp/x.json",
+            "--password-stdin",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.config.as_deref(),
+            Some(std::path::Path::new("/tmp/x.json"))
+        );
+        assert!(c.password_stdin);
+        let c = Cli::try_parse_from(["commctl", "-c", "/tmp/y.json", "host", "list"]).unwrap();
+        assert_eq!(
+            c.config_short.as_deref(),
+            Some(std::path::Path::new("/tmp/y.json"))
+        );
+        // user-data keeps its own -e/--endpoint and -u/--username.
+        let c = Cli::try_parse_from([
+            "commctl",
+            "user-data",
+            "--endpoint",
+            "https://c:8000",
+            "-u",
+            "admin",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Command::UserData(ref a) if a.endpoint == "https://c:8000"));
+        assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "x"]).is_err());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder};
 use serde_json::Value;
@@ -93,12 +92,55 @@ pub fn error_for_status(method: Method, path: &str, status: u16, body: &str) -> 
 
 /// The innermost cause of an error, which is the informative part for connection errors
 /// ("Connection refused (os error 111)").
+/// TLS failures come with rustls' terse names (`UnknownIssuer`, `CaUsedAsEndEntity`); this
+/// says what they mean and what to do about them.
+fn tls_hint(reason: &str) -> Option<&'static str> {
+    const HINTS: [(&str, &str); 7] = [
+        (
+            "CaUsedAsEndEntity",
+            "the server presents a CA certificate as its own; give the server a certificate signed by that CA (docs/tls.md shows the openssl commands) and pass the CA with --ca-path",
+        ),
+        (
+            "UnknownIssuer",
+            "the server's certificate is not signed by a CA commctl trusts; pass the CA that signed it with --ca-path (or \"ca_path\" in the configuration file)",
+        ),
+        (
+            "NotValidForName",
+            "the server's certificate does not name the host in the endpoint URL; use a name or address from its subjectAltName, or reissue it with the right one (docs/tls.md)",
+        ),
+        (
+            "Expired",
+            "the server's certificate has expired (or this machine's clock is wrong); renew it",
+        ),
+        (
+            "NotValidYet",
+            "the server's certificate is not valid yet; check this machine's clock and the server's",
+        ),
+        (
+            "CertificateRequired",
+            "the server requires a client certificate; set client_cert and client_key (or --client-cert/--client-key)",
+        ),
+        (
+            "InvalidContentType",
+            "the server did not answer with TLS; is the endpoint http:// rather than https://?",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    let reason = cur.to_string();
+    match tls_hint(&reason) {
+        Some(hint) => format!("{reason}: {hint}"),
+        None => reason,
+    }
 }
 
 /// A connection to the Commissaire server.
@@ -117,8 +159,8 @@ impl Client {
     /// Builds the client from resolved settings.
     pub fn new(settings: &Settings) -> CliResult<Client> {
         let mut b = Http::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
             .user_agent(concat!("commctl/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &settings.ca_path {
             let pem = std::fs::read(ca)
@@ -298,6 +340,29 @@ impl Client {
         })
     }
 
+    /// Opens `GET /api/v0{path}` as a Server-Sent Events stream on the endpoint that answered
+    /// last, to be read line by line as events arrive. The request timeout does not apply (a
+    /// feed is open for as long as it is read); callers must not depend on it making progress.
+    pub fn open_stream(&self, path: &str) -> CliResult<reqwest::blocking::Response> {
+        self.ensure_password()?;
+        let ep = self.endpoint().to_string();
+        let url = format!("{ep}/api/v0{path}");
+        let rb = self
+            .with_auth(self.http.get(&url))
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            // A week: "no limit" in practice, while staying a finite bound.
+            .timeout(std::time::Duration::from_secs(7 * 24 * 3600));
+        let resp = rb
+            .send()
+            .map_err(|e| CliError::general(format!("GET {url}: {}", root_cause(&e))))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().unwrap_or_default();
+            return Err(error_for_status(Method::Get, path, status, &text));
+        }
+        Ok(resp)
+    }
+
     /// GET
     pub fn get(&self, path: &str) -> CliResult<Value> {
         self.call(Method::Get, path, None)
@@ -326,6 +391,18 @@ fn prompt_line(prompt: &str) -> CliResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_errors_say_what_to_do() {
+        let r = "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))";
+        assert!(tls_hint(r).unwrap().contains("docs/tls.md"));
+        assert!(
+            tls_hint("invalid peer certificate: UnknownIssuer")
+                .unwrap()
+                .contains("--ca-path")
+        );
+        assert_eq!(tls_hint("Connection refused (os error 111)"), None);
+    }
 
     #[test]
     fn segments_are_encoded() {

@@ -18,6 +18,10 @@ use crate::error::{CliError, CliResult, EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK};
 use crate::output::{self, Format, Style};
 use crate::userdata::{self, HostData};
 
+/// With the change feed open, the status is still requested this often when no event came,
+/// should the feed stall without closing.
+const STREAM_RECHECK: Duration = Duration::from_secs(30);
+
 /// Writes a line to standard output; a closed pipe (`commctl host list | head`) is not an
 /// error worth a panic.
 fn emit(s: &str) {
@@ -60,7 +64,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
             } else {
                 None
             };
-            let file = config::load(cli.config.as_deref())?;
+            let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
             let settings = config::resolve(
                 file,
                 Overrides {
@@ -71,6 +75,8 @@ pub fn run(cli: Cli) -> CliResult<u8> {
                     ca_path: cli.ca_path,
                     client_cert: cli.client_cert,
                     client_key: cli.client_key,
+                    connect_timeout: cli.connect_timeout,
+                    timeout: cli.timeout,
                 },
             )?;
             let ctx = Ctx {
@@ -352,6 +358,8 @@ impl Ctx {
         );
         bar.set_prefix(format!("{kind} {name}"));
         let interval = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+        // Subscribed before the first status request, so no change after it is missed.
+        let mut changes = self.follow_operation(kind, name);
         let mut last_line = String::new();
         let mut ticking = false;
         let mut next = first;
@@ -390,8 +398,52 @@ impl Ctx {
                 eprintln!("commctl: the {kind} of cluster {name} ended {}", p.status);
                 return Ok(EXIT_ERROR);
             }
-            std::thread::sleep(interval);
+            match &changes {
+                Some(rx) => match rx.recv_timeout(STREAM_RECHECK) {
+                    // Several events may have come at once: one status request covers them.
+                    Ok(()) => while rx.try_recv().is_ok() {},
+                    // A quiet feed: ask anyway, in case the stream stalled unnoticed.
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        changes = None;
+                    }
+                },
+                None => std::thread::sleep(interval),
+            }
         }
+    }
+
+    /// Follows the change feed (`GET /events`) for changes of cluster `name`'s `kind`
+    /// operation: each one sends `()` on the returned channel, which disconnects when the
+    /// feed ends. `None` when the feed is unavailable (an older server, the subscriber limit,
+    /// a proxy that buffers): the caller polls instead.
+    fn follow_operation(&self, kind: &str, name: &str) -> Option<std::sync::mpsc::Receiver<()>> {
+        use std::io::BufRead;
+        let event_kind = match kind {
+            "restart" => "ClusterRestart",
+            "upgrade" => "ClusterUpgrade",
+            "deploy" => "ClusterDeploy",
+            _ => return None,
+        };
+        let resp = self.client.open_stream("/events").ok()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = name.to_string();
+        // Detached: it ends with the feed, or with the process once the watch is over.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(resp).lines() {
+                let Ok(line) = line else { break };
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(ev) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                if ev["kind"] == event_kind && ev["name"] == name.as_str() && tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(rx)
     }
 
     // ----- container managers -----
@@ -467,17 +519,8 @@ impl Ctx {
                 options,
                 out,
             } => {
-                let opts = match options {
-                    None => Value::Object(Map::new()),
-                    Some(s) => match serde_json::from_str::<Value>(&s) {
-                        Ok(v @ Value::Object(_)) => v,
-                        _ => {
-                            return Err(CliError::usage(format!(
-                                "-o/--options {s:?}: give a JSON object, e.g. '{{\"address\": \"10.0.0.1:8080\"}}'"
-                            )));
-                        }
-                    },
-                };
+                // The same KEY=VALUE / JSON forms as `container_manager create -o`.
+                let opts = parse_kv_options(&options)?;
                 let body = json!({ "type": kind, "options": opts });
                 let v = self
                     .client
@@ -604,7 +647,7 @@ impl Ctx {
                     seg(&address)
                 ))?;
                 self.show(self.format(out.output), &v, |_| {
-                    format!("Host {address} is not a member of cluster {cluster}.")
+                    format!("Host {address} left cluster {cluster}.")
                 });
                 Ok(EXIT_OK)
             }
@@ -649,11 +692,21 @@ impl Ctx {
                 address,
                 insecure_accept_host_key,
                 ssh_args,
-            } => self.host_ssh(&address, insecure_accept_host_key, &ssh_args),
+                command,
+            } => {
+                let (before, after) = crate::cli::split_ssh_args(ssh_args, command);
+                self.host_ssh(&address, insecure_accept_host_key, &before, &after)
+            }
         }
     }
 
-    fn host_ssh(&self, address: &str, insecure: bool, args: &[String]) -> CliResult<u8> {
+    fn host_ssh(
+        &self,
+        address: &str,
+        insecure: bool,
+        before: &[String],
+        after: &[String],
+    ) -> CliResult<u8> {
         let creds = self.client.get(&format!("/host/{}/creds", seg(address)))?;
         let (Some(key_b64), Some(user)) = (
             creds.get("ssh_priv_key").and_then(Value::as_str),
@@ -691,10 +744,6 @@ impl Ctx {
                 "no SSH host key recorded for {address} yet (the server records it when it first reaches the host; see `commctl host status {address}`); use --insecure-accept-host-key to connect anyway"
             )));
         }
-        let (before, after) = match args.iter().position(|a| a == "--") {
-            Some(i) => (&args[..i], &args[i + 1..]),
-            None => (args, &[][..]),
-        };
         let signals = SignalGuard::install();
         let code = with_temp_files(&key, address, host_key.as_deref(), |key_path, kh_path| {
             let mut argv: Vec<String> = vec![

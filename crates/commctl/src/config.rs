@@ -8,7 +8,9 @@
 //!   "password": "secret",
 //!   "ca_path": "/etc/commissaire/ca.pem",
 //!   "client_cert": "~/.commissaire/client.pem",
-//!   "client_key": "~/.commissaire/client-key.pem"
+//!   "client_key": "~/.commissaire/client-key.pem",
+//!   "connect_timeout": 10,
+//!   "timeout": 60
 //! }
 //! ```
 //!
@@ -30,7 +32,7 @@ pub const DEFAULT_FILE_NAME: &str = ".commissaire.json";
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8000";
 
 /// Keys the configuration file may hold (`-` and `_` are equivalent).
-pub const KNOWN_KEYS: [&str; 7] = [
+pub const KNOWN_KEYS: [&str; 9] = [
     "endpoint",
     "username",
     "password",
@@ -38,10 +40,17 @@ pub const KNOWN_KEYS: [&str; 7] = [
     "ca_path",
     "client_cert",
     "client_key",
+    "connect_timeout",
+    "timeout",
 ];
 
+/// Seconds allowed for connecting to one endpoint when neither the file nor a flag says.
+pub const DEFAULT_CONNECT_TIMEOUT: f64 = 10.0;
+/// Seconds allowed for one request once connected when neither the file nor a flag says.
+pub const DEFAULT_TIMEOUT: f64 = 60.0;
+
 /// The configuration file's content.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FileConfig {
     /// Server URLs, tried in order when a connection fails.
     pub endpoints: Vec<String>,
@@ -57,6 +66,10 @@ pub struct FileConfig {
     pub client_cert: Option<PathBuf>,
     /// Key of the client certificate (PEM).
     pub client_key: Option<PathBuf>,
+    /// Seconds allowed for connecting to one endpoint.
+    pub connect_timeout: Option<f64>,
+    /// Seconds allowed for one request.
+    pub timeout: Option<f64>,
     /// Unknown keys found in the file (reported as warnings).
     pub unknown_keys: Vec<String>,
 }
@@ -66,6 +79,25 @@ fn expand_tilde(p: &str, home: Option<&Path>) -> PathBuf {
         (Some(rest), Some(h)) => h.join(rest),
         _ if p == "~" && home.is_some() => home.unwrap().to_path_buf(),
         _ => PathBuf::from(p),
+    }
+}
+
+fn opt_seconds(m: &Map<String, Value>, key: &str, file: &str) -> CliResult<Option<f64>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(CliError::general(format!(
+                        "{file}: \"{key}\" must be a number of seconds, got {other}"
+                    )));
+                }
+            };
+            crate::cli::parse_seconds(&text)
+                .map(Some)
+                .map_err(|e| CliError::general(format!("{file}: \"{key}\": {e}")))
+        }
     }
 }
 
@@ -136,6 +168,8 @@ impl FileConfig {
             ca_path: path("ca_path")?,
             client_cert: path("client_cert")?,
             client_key: path("client_key")?,
+            connect_timeout: opt_seconds(&m, "connect_timeout", file)?,
+            timeout: opt_seconds(&m, "timeout", file)?,
             unknown_keys,
         })
     }
@@ -220,6 +254,10 @@ pub struct Overrides {
     pub client_cert: Option<PathBuf>,
     /// `--client-key`.
     pub client_key: Option<PathBuf>,
+    /// `--connect-timeout` (seconds).
+    pub connect_timeout: Option<f64>,
+    /// `--timeout` (seconds).
+    pub timeout: Option<f64>,
 }
 
 /// How requests authenticate.
@@ -264,6 +302,10 @@ pub struct Settings {
     pub ca_path: Option<PathBuf>,
     /// Client certificate and key.
     pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Limit for connecting to one endpoint (then the next one is tried).
+    pub connect_timeout: std::time::Duration,
+    /// Limit for one request once connected.
+    pub timeout: std::time::Duration,
 }
 
 /// Merges the file and the flags. Reads the kubeconfig when one is used.
@@ -324,6 +366,15 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> CliResult<Settings> {
         auth,
         ca_path: flags.ca_path.or(file.ca_path),
         client_identity,
+        connect_timeout: std::time::Duration::from_secs_f64(
+            flags
+                .connect_timeout
+                .or(file.connect_timeout)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        ),
+        timeout: std::time::Duration::from_secs_f64(
+            flags.timeout.or(file.timeout).unwrap_or(DEFAULT_TIMEOUT),
+        ),
     })
 }
 
@@ -529,6 +580,38 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, crate::error::EXIT_USAGE);
+    }
+
+    #[test]
+    fn timeouts_default_then_file_then_flag() {
+        use std::time::Duration;
+        let s = resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_secs(10));
+        assert_eq!(s.timeout, Duration::from_secs(60));
+        let file =
+            FileConfig::parse(r#"{"connect_timeout": 2.5, "timeout": 30}"#, "f", None).unwrap();
+        let s = resolve(file.clone(), Overrides::default()).unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        let s = resolve(
+            file,
+            Overrides {
+                connect_timeout: Some(1.0),
+                timeout: Some(5.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.connect_timeout, Duration::from_secs(1));
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        for bad in [
+            r#"{"timeout": "10"}"#,
+            r#"{"connect-timeout": 0}"#,
+            r#"{"timeout": -1}"#,
+        ] {
+            let e = FileConfig::parse(bad, "f", None).unwrap_err();
+            assert!(e.message.contains("seconds"), "{bad}: {e}");
+        }
     }
 
     #[test]

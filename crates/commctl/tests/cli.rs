@@ -459,6 +459,21 @@ fn networks_container_managers_and_clusters() {
         out.stdout.contains("flannel_server") && out.stdout.contains("10.0.0.1:8080"),
         "{out:?}"
     );
+    // The KEY=VALUE form, as on `container_manager create`.
+    let out = env
+        .run(&[
+            "network",
+            "create",
+            "kv",
+            "-t",
+            "flannel_server",
+            "-o",
+            "address=10.0.0.2:8080",
+            "--output",
+            "json",
+        ])
+        .ok();
+    assert_eq!(out.json()["options"]["address"], "10.0.0.2:8080", "{out:?}");
     let out = env.run(&["network", "create", "broken", "-t", "flannel_server"]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("options.address"), "{out:?}");
@@ -476,7 +491,14 @@ fn networks_container_managers_and_clusters() {
         "{out:?}"
     );
     let out = env.run(&["network", "list"]).ok();
-    for n in ["NAME", "default", "overlay", "etcdnet", "flannel_etcd"] {
+    for n in [
+        "NAME",
+        "default",
+        "overlay",
+        "kv",
+        "etcdnet",
+        "flannel_etcd",
+    ] {
         assert!(out.stdout.contains(n), "{n}: {out:?}");
     }
     assert_eq!(
@@ -762,7 +784,7 @@ fn hosts() {
     );
     let out = env.run(&["host", "unjoin", "127.0.5.1", "prod"]).ok();
     assert!(
-        out.stdout.contains("is not a member of cluster prod"),
+        out.stdout.contains("Host 127.0.5.1 left cluster prod."),
         "{out:?}"
     );
     assert_eq!(server.api_get("/cluster/prod/hosts"), json!([]));
@@ -889,6 +911,36 @@ fn host_ssh_uses_a_private_key_file_and_the_recorded_host_key() {
     let paths = std::fs::read_to_string(logf("paths")).unwrap();
     for p in paths.lines() {
         assert!(!Path::new(p).exists(), "{p} was not removed");
+    }
+
+    // `-- CMD` right after the address: the command follows the host name, and no `--` or
+    // command word reaches ssh as an option.
+    for (argv, tail) in [
+        (
+            &["host", "ssh", "127.0.5.3", "--", "uptime"][..],
+            &["127.0.5.3", "uptime"][..],
+        ),
+        (
+            &["host", "ssh", "127.0.5.3", "--", "ls", "-l", "--", "/"],
+            &["127.0.5.3", "ls", "-l", "--", "/"],
+        ),
+        (
+            &["host", "ssh", "127.0.5.3", "-v", "--", "uptime"],
+            &["-v", "127.0.5.3", "uptime"],
+        ),
+    ] {
+        let out = env.run(argv);
+        assert_eq!(out.code, 7, "{argv:?}: {out:?}");
+        let args: Vec<String> = std::fs::read_to_string(logf("args"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(&args[args.len() - tail.len()..], tail, "{argv:?}: {args:?}");
+        assert!(
+            !args[..args.len() - tail.len()].iter().any(|a| a == "--"),
+            "{argv:?}: {args:?}"
+        );
     }
 
     // commctl killed (SIGTERM) while ssh runs: ssh gets the signal, the files still go.
@@ -1044,6 +1096,103 @@ fn endpoint_list_falls_back_on_connection_errors() {
         "{out:?}"
     );
     assert!(out.stderr.contains("Exiting..."), "{out:?}");
+}
+
+#[test]
+fn global_flags_work_after_the_command() {
+    let server = Server::start();
+    let env = Env::bare();
+    let out = env.run_with_stdin(
+        &[
+            "network",
+            "create",
+            "n1",
+            "-t",
+            "flannel_server",
+            "-o",
+            "address=127.0.0.1:8081",
+            "--endpoint",
+            &server.url,
+            "--username",
+            "admin",
+            "--password-stdin",
+            "--connect-timeout",
+            "5",
+            "--timeout",
+            "30",
+        ],
+        format!("{PASSWORD}\n").as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(server.api_get("/networks").to_string().contains("n1"));
+    // --config after the command (and -c keeping its per-command meaning).
+    let cfg = env.path("cfg.json");
+    std::fs::write(
+        &cfg,
+        json!({"endpoint": server.url, "username": "admin", "password": PASSWORD}).to_string(),
+    )
+    .unwrap();
+    let out = env
+        .run(&[
+            "cluster",
+            "create",
+            "prod",
+            "-n",
+            "n1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(out.stdout.contains("prod"), "{out:?}");
+    let out = env
+        .run(&["-c", cfg.to_str().unwrap(), "cluster", "list", "-o", "json"])
+        .ok();
+    assert_eq!(out.json(), json!(["prod"]));
+}
+
+#[test]
+fn request_timeout_is_separate_from_the_connect_timeout() {
+    // A server that accepts connections and never answers: the connection succeeds at once,
+    // so only the request timeout ends the wait.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    // Detached: it ends on its own deadline, and the test process exits before that anyway.
+    std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((c, _)) = listener.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let env = Env::bare();
+    let started = Instant::now();
+    let out = env.run(&[
+        "cluster",
+        "list",
+        "--endpoint",
+        &url,
+        "--timeout",
+        "1",
+        "--connect-timeout",
+        "5",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("did not answer"), "{out:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The configuration file's values apply when no flag is given.
+    let env = Env::with_config(json!({"endpoint": url, "timeout": 1, "connect_timeout": 5}));
+    let started = Instant::now();
+    let out = env.run(&["cluster", "list"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("did not answer"), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let out = Env::bare().run(&["cluster", "list", "--connect-timeout", "0"]);
+    assert_eq!(out.code, 2, "{out:?}");
 }
 
 #[test]
@@ -1206,18 +1355,28 @@ fn rolling_operations_against_the_real_server() {
     ])
     .ok();
     server.wait_host_settled("127.0.5.5");
-    let out = env
-        .run(&[
-            "cluster",
-            "restart",
-            "start",
-            "prod",
-            "--batch-size",
-            "50%",
-            "--output",
-            "json",
-        ])
-        .ok();
+    // --watch follows the change feed: with status requests only every 30 s, the end of the
+    // run (the host cannot be reached, so it fails at once) is still seen within seconds.
+    let t = Instant::now();
+    let out = env.run(&[
+        "cluster",
+        "restart",
+        "start",
+        "prod",
+        "--batch-size",
+        "50%",
+        "--watch",
+        "--interval",
+        "30",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "took {:?}: {out:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.code, 1, "{out:?}");
     let started = out.json();
     assert_eq!(started["name"], "prod");
     assert_eq!(started["options"]["batch_size"], "50%");

@@ -1,4 +1,5 @@
-//! Server configuration: defaults, then the JSON config file, then command-line flags.
+//! Server configuration: defaults, then the JSON config file, then `COMMISSAIRE_*`
+//! environment variables ([`env`]), then command-line flags.
 //!
 //! The file is `/etc/commissaire/commissaire.conf` when it exists, or `-c PATH` (`-` reads
 //! standard input); `--no-config-file` skips it. In file keys `-` and `_` are equivalent
@@ -9,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde_json::{Map, Value};
+
+pub mod env;
 
 /// Where the server looks for its config file when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/commissaire/commissaire.conf";
@@ -432,7 +435,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
 }
 
 impl Config {
-    /// Builds the configuration from parsed flags (reading the config file they point to).
+    /// Builds the configuration from parsed flags (reading the config file they point to) and
+    /// the `COMMISSAIRE_*` environment variables.
     pub fn load(cli: Cli) -> Result<Config, String> {
         let file = if cli.no_config_file {
             Map::new()
@@ -443,6 +447,8 @@ impl Config {
         } else {
             Map::new()
         };
+        let mut file = file;
+        env::merge_process_env(&mut file)?;
         Self::from_parts(file, cli)
     }
 

@@ -125,6 +125,22 @@ pub fn app(state: AppState, auth: Arc<Authenticator>) -> Router {
     ui::router().merge(api)
 }
 
+/// Whether log lines may carry ANSI colour codes: only when they go to a terminal, and never
+/// when `NO_COLOR` is set to anything but the empty string (<https://no-color.org>). Escape
+/// codes in a file or a pipe are noise that log shippers and `grep` trip over.
+pub fn log_colour(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// [`log_colour`] for this process's standard output and environment.
+pub fn log_colour_here() -> bool {
+    use std::io::IsTerminal;
+    log_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
 fn init_logging(cfg: &Config) {
     let filter = cfg
         .logging
@@ -132,7 +148,9 @@ fn init_logging(cfg: &Config) {
         .unwrap_or_else(|| if cfg.debug { "debug" } else { "info" }.to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(log_colour_here());
     let _ = match cfg.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -196,8 +214,10 @@ fn build_auth(cfg: &Config) -> anyhow::Result<Authenticator> {
         let (path, created) =
             auth::ensure_admin_users_file(&cfg.data_dir).map_err(anyhow::Error::msg)?;
         if let Some(pw) = created {
-            // Printed once on the terminal, deliberately not through the logger.
-            println!(
+            // Shown once, deliberately not through the logger (log files are kept and shipped;
+            // this must not be). Standard error, so standard output stays pure log lines
+            // (every one JSON with --log-format json).
+            eprintln!(
                 "\nCreated {} with user \"admin\" and password:\n\n    {pw}\n\nThis password is shown only once. Use it with HTTP basic auth, e.g.\n    curl -u admin:{pw} http://{}:{}/api/v0/clusters\n",
                 path.display(),
                 cfg.listen_interface,
@@ -229,10 +249,18 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("tls-pemfile {}: bad certificate", pem.display()))?;
     if certs.is_empty() {
-        bail!("tls-pemfile {}: no certificate found", pem.display());
+        bail!(
+            "tls-pemfile {}: no certificate found; the file must hold the server's PEM certificate chain and its private key (docs/tls.md shows how to make them)",
+            pem.display()
+        );
     }
     let key = PrivateKeyDer::from_pem_file(pem)
-        .with_context(|| format!("tls-pemfile {}: no private key found", pem.display()))?;
+        .with_context(|| {
+            format!(
+                "tls-pemfile {}: no private key found; append the certificate's key (PEM) to the file, e.g. cat server.pem server-key.pem > bundle.pem (docs/tls.md)",
+                pem.display()
+            )
+        })?;
     let builder = rustls::ServerConfig::builder();
     let builder = match &cfg.tls_clientverifyfile {
         None => builder.with_no_client_auth(),

@@ -353,7 +353,10 @@ fn default_worker_id(name: &str) -> String {
 pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.logging)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(crate::log_colour_here())
+        .try_init();
     let _ = crate::api::ops::prometheus();
     let store = crate::open_etcd(&cfg.etcd).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
