@@ -25,7 +25,8 @@ use model::{Host, HostState};
 use serde_json::{Value, json};
 use store::{Op, Store};
 
-/// Writes bootstrapped `disassociated` hosts (records only) into the environment's store.
+/// Writes bootstrapped, just-checked `disassociated` hosts (records only) into the
+/// environment's store.
 async fn seed_hosts(env: &Env, addresses: &[String]) {
     let ops: Vec<Op> = addresses
         .iter()
@@ -33,6 +34,9 @@ async fn seed_hosts(env: &Env, addresses: &[String]) {
             let mut h = Host::new(a.clone());
             h.status = HostState::Disassociated;
             h.bootstrapped = true;
+            // As a bootstrapped host has: checked just now. The watcher then leaves it for
+            // later rounds instead of finding these made-up addresses unreachable.
+            h.last_check = model::now_timestamp();
             store::records::put_json(&store::records::host_key(a), &h)
         })
         .collect();
