@@ -376,6 +376,14 @@ print(f"end to end ({profile} server, basic auth, {conc} PUTs at a time): PUT {n
 print(f"  PUTs done after {tp - t0:.2f} s; {'all disassociated' if done else 'NOT all disassociated (' + summary + ')'} after {el:.2f} s")
 print(f"  throughput {n / el:.1f} hosts/s ({el / n * 1000:.0f} ms of wall per host); server CPU {ticks / hz:.2f} s = {cpu_ms:.1f} ms/host")
 print(f"  SSH per host: {conns / n:.2f} connections, {execs / n:.2f} exec channels (server /metrics)")
+def mean_ms(name):
+    c = total(name + "_count")
+    return f"{total(name + '_sum') / c * 1000:.0f} ms" if c else "-"
+# Where the time went, per host (means; they overlap, 32 investigations run at once).
+print(f"  per host (mean): investigation {mean_ms('commissaire_investigation_duration_seconds')}"
+      f" = connect {mean_ms('commissaire_ssh_connect_duration_seconds')}"
+      f" + execs {mean_ms('commissaire_ssh_exec_duration_seconds')} each (facts, bootstrap)"
+      f" + store; bootstrap {mean_ms('commissaire_bootstrap_duration_seconds')}")
 print(f"  vs the rows above: ansible -m setup (facts only) {ansible / el:.1f}x slower; openssh facts fan-out {el / openssh:.2f}x of its wall")
 def verdict(b): return "MET" if b and done else "NOT MET"
 print(f"target >= 10x faster than ansible    ({ansible / el:.1f}x): {verdict(ansible / el >= 10)}")

@@ -477,9 +477,16 @@ impl Session {
 
     /// Runs `script` with `sh` on the host in one exec (one channel, one round trip): the
     /// script travels on stdin and runs only if it arrived whole (see [`script`]). Its stdin is
-    /// `/dev/null`. Bounded by `timeout` like [`Session::exec`]; a script that may hang must
+    /// `/dev/null`. It must be ASCII without NUL (files with other bytes go through
+    /// [`script::heredoc_into`]); anything else is [`RemoteError::InvalidArgument`]. Bounded by `timeout` like [`Session::exec`]; a script that may hang must
     /// bound its own commands ([`bounded`]).
     pub async fn run_script(&self, script: &str, timeout: Duration) -> Result<Output, RemoteError> {
+        if !script.is_ascii() || script.contains('\0') {
+            return Err(RemoteError::InvalidArgument(
+                "a script must be ASCII without NUL (carry other bytes in script::heredoc_into)"
+                    .into(),
+            ));
+        }
         self.exec(
             &script::loader(script.len()),
             Some(script.as_bytes()),
@@ -911,7 +918,7 @@ pub(crate) fn upload_script(path: &str, mode: u32, len: usize) -> Result<String,
     Ok(format!(
         "set -e\n\
          umask 022\n\
-         mkdir -p -- {dir}\n\
+         [ -d {dir} ] || mkdir -p -- {dir}\n\
          if [ -d {q_path} ]; then echo 'upload: the target is a directory' >&2; exit 1; fi\n\
          umask 077\n\
          tmp={tmp}$$\n\

@@ -4,8 +4,8 @@
 //! The script travels on stdin, not on the command line: a command line is one argument to the
 //! remote login shell, limited to 128 KiB on Linux and visible in `ps`, while a script carrying
 //! certificates and tokens can be larger and must stay private. The fixed [`loader`] on the
-//! command line stores it in a private temporary file (`mktemp`: mode 0600), checks its length and only then runs it,
-//! so a connection dropped mid-transfer runs nothing rather than a truncated prefix. The script
+//! command line reads it whole, checks its length and only then runs it, so a connection
+//! dropped mid-transfer runs nothing rather than a truncated prefix. The script
 //! runs with stdin from `/dev/null`, so no command in it can swallow input meant for another,
 //! and with the session's umask, as a command run by [`crate::Session::exec`] would.
 
@@ -17,25 +17,35 @@ use crate::shell::sh_c;
 /// Exit status of the [`loader`] when the script did not arrive whole (nothing was run).
 pub const LOADER_FAILED: u32 = 125;
 
-/// Line length of [`base64_heredoc`] bodies, as `base64` itself wraps.
+/// Line length of base64 bodies of [`heredoc_into`], as `base64` itself wraps.
 const BASE64_LINE: usize = 76;
 
-/// Delimiter of [`base64_heredoc`]; `_` is not in the base64 alphabet, so no body line can
-/// end the document early.
+/// Delimiter of [`heredoc_into`]; `_` is not in the base64 alphabet, so no base64 line can
+/// end the document early (raw bodies are checked for it).
 const HEREDOC_END: &str = "COMMISSAIRE_EOF";
 
-/// The command line that receives a script of exactly `len` bytes on stdin and runs it with
-/// `sh` (see the module notes). Exits [`LOADER_FAILED`] without running anything when fewer or
-/// more bytes arrived; otherwise with the script's own exit status.
+/// The loader's variable holding the script. A script must not assign it: dash's `eval`
+/// reads its text from the variable's memory as it goes, so replacing the value under it would
+/// run freed memory (hence a name no script uses by accident).
+pub const SCRIPT_VAR: &str = "commissaire_loaded_script";
+
+/// The command line that receives a script of exactly `len` bytes on stdin and runs it in
+/// the same `sh` (see the module notes). Exits [`LOADER_FAILED`] without running anything
+/// when fewer or more bytes arrived; otherwise with the script's own exit status.
+///
+/// The script is read into a variable (one `cat`) and `eval`ed, rather than stored in a file
+/// and run by a second `sh`: on a host every process counts (the fork and exec of `mktemp`,
+/// `wc`, `sh` and `rm` cost more than the script's own work), and a variable needs no cleanup.
+/// `${#s}` counts characters, which are bytes only for ASCII: [`crate::Session::run_script`]
+/// refuses other scripts. The `.` appended inside the command substitution keeps the
+/// script's trailing newlines, which `$(...)` would strip.
 pub fn loader(len: usize) -> String {
     sh_c(&format!(
-        "t=$(mktemp) || exit {LOADER_FAILED}\n\
-         trap 'rm -f -- \"$t\"' EXIT\n\
-         cat > \"$t\"\n\
-         n=$(wc -c < \"$t\")\n\
-         if [ \"$((n))\" -ne {len} ]; then echo \"script: received $n of {len} bytes\" >&2; exit {LOADER_FAILED}; fi\n\
-         sh \"$t\" < /dev/null\n\
-         exit $?\n"
+        "{V}=$(cat; echo .) || exit {LOADER_FAILED}\n\
+         {V}=${{{V}%.}}\n\
+         if [ \"${{#{V}}}\" -ne {len} ]; then echo \"script: received ${{#{V}}} of {len} bytes\" >&2; exit {LOADER_FAILED}; fi\n\
+         eval \"${V}\" < /dev/null\n",
+        V = SCRIPT_VAR
     ))
 }
 
@@ -62,23 +72,45 @@ pub fn write_file_function(
     ))
 }
 
-/// `contents` as a shell here-document that decodes itself: `base64 -d <<'…'` followed by the
-/// encoded body and the delimiter, ending in a newline. Append `| consumer` to the first line
-/// with [`base64_heredoc_into`]. Any bytes (NUL, a line that looks like a delimiter, missing
-/// final newline) survive: the body is only base64 characters.
-pub fn base64_heredoc_into(consumer: &str, contents: &[u8]) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(contents);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / BASE64_LINE + 64);
-    out.push_str("base64 -d <<'");
+/// `contents` fed to `consumer` (a command, with any redirections) as a shell
+/// here-document, ending in a newline: the bytes themselves when the shell keeps them as they
+/// are (ASCII text without NUL, ending in a newline, no line equal to the delimiter: the
+/// rendered configuration files), else base64 decoded by `base64 -d` on the host (any
+/// bytes: keys, text without a final newline). Either way the text is ASCII, as
+/// [`crate::Session::run_script`] requires, and nothing in it is expanded (quoted delimiter).
+pub fn heredoc_into(consumer: &str, contents: &[u8]) -> String {
+    let raw = (contents.is_empty() || contents.ends_with(b"\n"))
+        && contents
+            .iter()
+            .all(|b| b.is_ascii() && *b != 0 && (*b >= b' ' || b"\n\t".contains(b)))
+        && !contents
+            .split(|b| *b == b'\n')
+            .any(|line| line == HEREDOC_END.as_bytes());
+    let mut out = String::with_capacity(contents.len() * 4 / 3 + consumer.len() + 64);
+    let body = if raw {
+        out.push_str(consumer);
+        out.push_str(" <<'");
+        // ASCII checked above.
+        String::from_utf8_lossy(contents).into_owned()
+    } else {
+        out.push_str("base64 -d <<'");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(contents);
+        let mut wrapped = String::with_capacity(encoded.len() + encoded.len() / BASE64_LINE + 1);
+        for chunk in encoded.as_bytes().chunks(BASE64_LINE) {
+            // The alphabet is ASCII: chunks split on character boundaries.
+            wrapped.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            wrapped.push('\n');
+        }
+        wrapped
+    };
     out.push_str(HEREDOC_END);
-    out.push_str("' | ");
-    out.push_str(consumer);
-    out.push('\n');
-    for chunk in encoded.as_bytes().chunks(BASE64_LINE) {
-        // The alphabet is ASCII: chunks split on character boundaries.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
+    out.push('\'');
+    if !raw {
+        out.push_str(" | ");
+        out.push_str(consumer);
     }
+    out.push('\n');
+    out.push_str(&body);
     out.push_str(HEREDOC_END);
     out.push('\n');
     out
@@ -126,10 +158,7 @@ mod tests {
         let contents = b"no final newline\0\nCOMMISSAIRE_EOF\n'$(id)'";
         let f =
             write_file_function("put_0", path.to_str().unwrap(), 0o600, contents.len()).unwrap();
-        let script = format!(
-            "{f}{}echo status $?\n",
-            base64_heredoc_into("put_0", contents)
-        );
+        let script = format!("{f}{}echo status $?\n", heredoc_into("put_0", contents));
         let out = run_loaded(script.as_bytes(), script.len());
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "status 0\n");
@@ -140,13 +169,42 @@ mod tests {
         // A wrong length is refused and leaves nothing.
         let other = dir.join("other");
         let f = write_file_function("put_1", other.to_str().unwrap(), 0o644, 99).unwrap();
-        let script = format!(
-            "{f}{}echo status $?\n",
-            base64_heredoc_into("put_1", b"abc")
-        );
+        let script = format!("{f}{}echo status $?\n", heredoc_into("put_1", b"abc"));
         let out = run_loaded(script.as_bytes(), script.len());
         assert_eq!(String::from_utf8_lossy(&out.stdout), "status 1\n");
         assert!(!other.exists());
+        // Plain text travels as it is; bytes the shell would not keep as they are, in base64.
+        for (i, (text, raw)) in [
+            (&b"A=\"$(id)\" `x` \\\n\ttab\n"[..], true),
+            (b"", true),
+            (b"no final newline", false),
+            (b"x\nCOMMISSAIRE_EOF\ny\n", false),
+            ("ü\n".as_bytes(), false),
+            (b"cr\r\n", false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let doc = heredoc_into(&format!("put_{i}"), text);
+            assert_eq!(doc.starts_with("base64"), !raw, "{doc}");
+            assert!(doc.is_ascii());
+            let path = dir.join(format!("t{i}"));
+            let f = write_file_function(
+                &format!("put_{i}"),
+                path.to_str().unwrap(),
+                0o644,
+                text.len(),
+            )
+            .unwrap();
+            let script = format!("{f}{doc}echo status $?\n");
+            let out = run_loaded(script.as_bytes(), script.len());
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "status 0\n",
+                "{out:?}"
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), text, "{doc}");
+        }
         assert!(write_file_function("1x", "/x", 0o644, 0).is_err());
         assert!(write_file_function("a;b", "/x", 0o644, 0).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -408,7 +408,7 @@ const STEP_STDERR_MAX: usize = 4096;
 /// Resumable like the step-by-step bootstrap it replaces: the marker is written only after
 /// every step succeeded, so a run that failed runs again in full, and a completed run is never
 /// repeated. A run whose connection dropped (the server crashed, the network went) is not cut
-/// short: the answer is collected in a file and printed once at the end, so no write to the
+/// short: the answer is collected in a variable and printed once at the end, so no write to the
 /// dead channel kills the script between steps (SIGPIPE), and it completes and writes the
 /// marker. A run started meanwhile (the resumed investigation) waits for it on a lock next to
 /// the marker, then finds the marker and applies nothing. So a crash applies nothing twice.
@@ -448,17 +448,20 @@ fn script(
         Some((dir, _)) => dir,
     };
 
+    // Built-ins where they do the job (`read`, `[`, the answer kept in a variable and printed
+    // once on exit): every process forked on the host costs more than the step it serves.
     let mut s = String::new();
     s.push_str(&format!(
         "fp={fp}\n\
-         r= e=\n\
-         trap 'if [ -n \"$r\" ]; then cat \"$r\"; rm -f -- \"$r\"; fi; if [ -n \"$e\" ]; then rm -f -- \"$e\"; fi' EXIT\n\
-         r=$(mktemp) || exit 1\n\
+         ans= e=\n\
+         trap 'printf %s \"$ans\"; if [ -n \"$e\" ]; then rm -f -- \"$e\"; fi' EXIT\n\
          e=$(mktemp) || exit 1\n\
          if command -v flock >/dev/null 2>&1; then\n\
-         mkdir -p -- {dir} && exec 9>>{lock} && flock -w {wait} 9 || {{ echo 'bootstrap: another bootstrap holds '{lock} >&2; exit 1; }}\n\
+         {{ [ -d {dir} ] || mkdir -p -- {dir}; }} && exec 9>>{lock} && flock -w {wait} 9 || {{ echo 'bootstrap: another bootstrap holds '{lock} >&2; exit 1; }}\n\
          fi\n\
-         if [ \"$(cat {marker} 2>/dev/null)\" = \"$fp\" ]; then echo '{ALREADY_DONE}' >> \"$r\"; exit 0; fi\n",
+         m=\n\
+         if [ -r {marker} ]; then read -r m < {marker} || :; fi\n\
+         if [ \"$m\" = \"$fp\" ]; then ans='{ALREADY_DONE}\n'; exit 0; fi\n",
         fp = remote::shell_quote(&plan.fingerprint),
         marker = remote::shell_quote(marker_path),
         dir = remote::shell_quote(marker_dir),
@@ -484,7 +487,7 @@ fn script(
             }
             Step::File(_) => {
                 let (_, contents, _) = files[file];
-                s.push_str(&remote::script::base64_heredoc_into(
+                s.push_str(&remote::script::heredoc_into(
                     &format!("put_{file} >/dev/null 2>\"$e\" 9>&-"),
                     contents,
                 ));
@@ -493,11 +496,11 @@ fn script(
         }
         s.push_str(&format!(
             "s=$?\n\
-             if [ \"$s\" -ne 0 ]; then echo \"{STEP} {n} failed $s\" >> \"$r\"; tail -c {STEP_STDERR_MAX} \"$e\" >&2; exit 1; fi\n\
-             echo '{STEP} {n} ok' >> \"$r\"\n"
+             if [ \"$s\" -ne 0 ]; then ans=\"${{ans}}{STEP} {n} failed $s\n\"; tail -c {STEP_STDERR_MAX} \"$e\" >&2; exit 1; fi\n\
+             ans=\"${{ans}}{STEP} {n} ok\n\"\n"
         ));
     }
-    s.push_str(&format!("echo '{APPLIED}' >> \"$r\"\n"));
+    s.push_str(&format!("ans=\"${{ans}}{APPLIED}\n\"\n"));
     Ok((s, steps, limit))
 }
 
