@@ -34,8 +34,9 @@ pub const SCRIPT_VAR: &str = "commissaire_loaded_script";
 /// when fewer or more bytes arrived; otherwise with the script's own exit status.
 ///
 /// The script is read into a variable (one `cat`) and `eval`ed, rather than stored in a file
-/// and run by a second `sh`: on a host every process counts (the fork and exec of `mktemp`,
-/// `wc`, `sh` and `rm` cost more than the script's own work), and a variable needs no cleanup.
+/// and run by a second `sh`: on a host every process counts (`mktemp`, `wc`, `sh` and `rm`
+/// would be four more forks and execs per run, as many as a step), a variable needs no
+/// cleanup, and, not being exported, is seen by no command the script runs.
 /// `${#s}` counts characters, which are bytes only for ASCII: [`crate::Session::run_script`]
 /// refuses other scripts. The `.` appended inside the command substitution keeps the
 /// script's trailing newlines, which `$(...)` would strip.
