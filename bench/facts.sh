@@ -12,7 +12,11 @@
 #            KexAlgorithms=curve25519-sha256)
 # and prints wall time, controller CPU per host, peak controller memory, the ratios and the
 # targets (>= 10x faster than ansible, no slower than openssh, <= 5 ms CPU per host).
-# Then: the release commissaire-server, PUT every host, time until all are `disassociated`.
+# Then the product path: commissaire-server, PUT every host (E2E_CONCURRENCY at a time, HTTP
+# basic auth), time until all are `disassociated` (facts + bootstrap), the server's CPU per
+# host and its SSH connections and exec channels per host (from its /metrics), and the ratios
+# to the ansible and openssh rows above, against the end-to-end targets (>= 10x faster than
+# ansible, <= 1.5x openssh, <= 4 ms server CPU per host, <= 3 exec channels per host).
 #
 # Needs root (network namespaces).  Network: only loopback and the testbed's own 10.NET.x.y
 # addresses.  Every loop is bounded; the trap stops the server (by PID), closes Ansible's
@@ -20,7 +24,8 @@
 #
 # Environment: HOSTS (100), CONCURRENCY (50), SAMPLE (1: sample the summed RSS of the
 # controller's processes every 0.2 s; 0 to skip), E2E (1; 0 skips the end-to-end part),
-# E2E_TIMEOUT (600 s), TESTBED_STATE (/tmp/commissaire-bench-fleet), TESTBED_PREFIX (bf),
+# E2E_TIMEOUT (600 s), E2E_CONCURRENCY (20), PROFILE (release; debug measures the debug build,
+# quicker to build but slower, so its end-to-end figures are an upper bound), TESTBED_STATE (/tmp/commissaire-bench-fleet), TESTBED_PREFIX (bf),
 # TESTBED_NET (250), ANSIBLE_VENV (/var/tmp/commissaire-bench-venv), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +38,13 @@ CONCURRENCY=${CONCURRENCY:-50}
 SAMPLE=${SAMPLE:-1}
 E2E=${E2E:-1}
 E2E_TIMEOUT=${E2E_TIMEOUT:-600}
+E2E_CONCURRENCY=${E2E_CONCURRENCY:-20}
+PROFILE=${PROFILE:-release}
+case $PROFILE in
+  release) profile_flag=(--release) profile_dir=release ;;
+  debug) profile_flag=() profile_dir=debug ;;
+  *) echo "bench/facts.sh: PROFILE is release or debug" >&2; exit 1 ;;
+esac
 RUN_TIMEOUT=900 # bound on any one measured command (s)
 export TESTBED_STATE=${TESTBED_STATE:-/tmp/commissaire-bench-fleet}
 export TESTBED_PREFIX=${TESTBED_PREFIX:-bf}
@@ -71,11 +83,11 @@ else
 fi
 ansible_version=$("$ansible_bin" --version | head -1)
 
-log "building (release): facts_fanout example, commissaire-server"
-cargo build --release -q -p commissaire-remote --example facts_fanout
-[ "$E2E" = 0 ] || cargo build --release -q -p commissaire-server
-fanout=$TARGET_DIR/release/examples/facts_fanout
-server_bin=$TARGET_DIR/release/commissaire-server
+log "building ($PROFILE): facts_fanout example, commissaire-server"
+cargo build "${profile_flag[@]}" -q -p commissaire-remote --example facts_fanout
+[ "$E2E" = 0 ] || cargo build "${profile_flag[@]}" -q -p commissaire-server
+fanout=$TARGET_DIR/$profile_dir/examples/facts_fanout
+server_bin=$TARGET_DIR/$profile_dir/commissaire-server
 
 # ------------------------------------------------------------------------------- cleanup
 work=$(mktemp -d /tmp/commissaire-bench-facts.XXXXXX)
@@ -304,17 +316,26 @@ PY
 if [ "$E2E" != 0 ]; then
   echo
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$server_bin" --no-config-file --data-dir "$work/data" -i 127.0.0.1 -p "$port" --insecure-no-auth \
-    --logging warn >"$work/server.log" 2>&1 &
+  # HTTP basic auth as users run it: with no plugin configured the server creates users.json
+  # (user admin) and prints the password once. The watcher is quiet so that every SSH channel
+  # counted below belongs to the investigations.
+  "$server_bin" --no-config-file --data-dir "$work/data" -i 127.0.0.1 -p "$port" \
+    --watcher-interval 86400 --logging warn >"$work/server.log" 2>&1 &
   server_pid=$!
   base=http://127.0.0.1:$port
   for _ in $(seq 1 100); do curl -sf "$base/api/v0/status" >/dev/null && break; sleep 0.1; done
   curl -sf "$base/api/v0/status" >/dev/null || { echo "server did not start:" >&2; tail -20 "$work/server.log" >&2; exit 1; }
+  pass=$(grep -A2 'password:' "$work/server.log" | tail -1 | tr -d ' ')
+  [ -n "$pass" ] || { echo "server printed no admin password:" >&2; tail -20 "$work/server.log" >&2; exit 1; }
+  curl_auth=(-u "admin:$pass")
+  # One authenticated request before measuring: the first check of a credential is a bcrypt
+  # (cost 12, ~0.3 s of CPU) that is then cached, a cost per client, not per host.
+  curl -sf "${curl_auth[@]}" "$base/api/v0/hosts" >/dev/null || { echo "admin credentials refused" >&2; exit 1; }
   printf '{"ssh_priv_key": "%s"}' "$(base64 -w0 "$key")" >"$work/body.json"
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu0=$((st[11] + st[12]))
   t0=$(now)
-  xargs -P "$CONCURRENCY" -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 -X PUT \
+  xargs -P "$E2E_CONCURRENCY" -I{} curl -s "${curl_auth[@]}" -o /dev/null -w '%{http_code}\n' --max-time 30 -X PUT \
     -H 'Content-Type: application/json' --data-binary @"$work/body.json" "$base/api/v0/host/{}" \
     <"$hosts_file" >"$work/put.codes" || true
   t_put=$(now)
@@ -323,7 +344,7 @@ if [ "$E2E" != 0 ]; then
   deadline=$((SECONDS + E2E_TIMEOUT))
   summary="" done_all=0
   while ((SECONDS < deadline)); do
-    summary=$(curl -sf --max-time 10 "$base/api/v0/hosts" | python3 -c '
+    summary=$(curl -sf "${curl_auth[@]}" --max-time 10 "$base/api/v0/hosts" | python3 -c '
 import collections, json, sys
 hosts = json.load(sys.stdin)
 c = collections.Counter(h.get("status") for h in hosts)
@@ -334,17 +355,45 @@ print(" ".join(f"{k}={v}" for k, v in sorted(c.items())))' || echo "unanswered")
   t1=$(now)
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu1=$((st[11] + st[12]))
-  python3 - "$HOSTS" "$t0" "$t_put" "$t1" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$done_all" "$summary" <<'PY'
+  curl -sf --max-time 10 "$base/metrics" >"$work/metrics.txt" || : >"$work/metrics.txt"
+  python3 - "$HOSTS" "$t0" "$t_put" "$t1" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$done_all" "$summary" \
+    "$work/metrics.txt" "$work/ansible.m" "$work/openssh.m" "$PROFILE" "$E2E_CONCURRENCY" <<'PY'
 import sys
 n, t0, tp, t1, ticks, hz, done, summary = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1", sys.argv[8]
+metrics, ansible_m, openssh_m, profile, conc = sys.argv[9:14]
+def total(name):
+    # Sum of a counter or histogram count over its labels (Prometheus text format).
+    t = 0.0
+    for line in open(metrics):
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            t += float(line.rsplit(" ", 1)[1])
+    return t
 el = t1 - t0
-print(f"end to end: PUT {n} hosts -> all disassociated")
+cpu_ms = ticks / hz / n * 1000
+execs, conns = total("commissaire_ssh_exec_duration_seconds_count"), total("commissaire_ssh_connect_duration_seconds_count")
+ansible, openssh = float(open(ansible_m).read().split()[0]), float(open(openssh_m).read().split()[0])
+print(f"end to end ({profile} server, basic auth, {conc} PUTs at a time): PUT {n} hosts -> all disassociated (facts + bootstrap)")
 print(f"  PUTs done after {tp - t0:.2f} s; {'all disassociated' if done else 'NOT all disassociated (' + summary + ')'} after {el:.2f} s")
-print(f"  throughput {n / el:.1f} hosts/s ({el / n * 1000:.0f} ms of wall per host); server CPU {ticks / hz:.2f} s = {ticks / hz / n * 1000:.0f} ms/host")
+print(f"  throughput {n / el:.1f} hosts/s ({el / n * 1000:.0f} ms of wall per host); server CPU {ticks / hz:.2f} s = {cpu_ms:.1f} ms/host")
+print(f"  SSH per host: {conns / n:.2f} connections, {execs / n:.2f} exec channels (server /metrics)")
+def mean_ms(name):
+    c = total(name + "_count")
+    return f"{total(name + '_sum') / c * 1000:.0f} ms" if c else "-"
+# Where the time went, per host (means; they overlap, 32 investigations run at once).
+print(f"  per host (mean): investigation {mean_ms('commissaire_investigation_duration_seconds')}"
+      f" = connect {mean_ms('commissaire_ssh_connect_duration_seconds')}"
+      f" + execs {mean_ms('commissaire_ssh_exec_duration_seconds')} each (facts, bootstrap)"
+      f" + store; bootstrap {mean_ms('commissaire_bootstrap_duration_seconds')}")
+print(f"  vs the rows above: ansible -m setup (facts only) {ansible / el:.1f}x slower; openssh facts fan-out {el / openssh:.2f}x of its wall")
+def verdict(b): return "MET" if b and done else "NOT MET"
+print(f"target >= 10x faster than ansible    ({ansible / el:.1f}x): {verdict(ansible / el >= 10)}")
+print(f"target <= 1.5x the openssh fan-out   ({el / openssh:.2f}x): {verdict(el / openssh <= 1.5)}")
+print(f"target <= 4 ms server CPU per host   ({cpu_ms:.1f} ms{', debug build' if profile == 'debug' else ''}): {verdict(cpu_ms <= 4)}")
+print(f"target <= 3 exec channels per host   ({execs / n:.2f}): {verdict(0 < execs / n <= 3)}")
 PY
   if [ "$done_all" != 1 ]; then
     echo "  failed hosts:" >&2
-    curl -sf "$base/api/v0/hosts" | python3 -c '
+    curl -sf "${curl_auth[@]}" "$base/api/v0/hosts" | python3 -c '
 import json, sys
 for h in json.load(sys.stdin):
     if h.get("status") != "disassociated":

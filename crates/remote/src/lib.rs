@@ -10,7 +10,8 @@
 //!   key exchange and authentication together (russh itself has no connect timeout);
 //!   every command has its own timeout, after which its channel is closed.
 //! * **Commands** keep exit status, stdout and stderr apart ([`Output`]); file uploads are
-//!   atomic ([`Session::upload`]); [`Session::facts`] gathers the host facts in one exec.
+//!   atomic ([`Session::upload`]); [`Session::facts`] gathers the host facts in one exec;
+//!   [`Session::run_script`] runs a multi-step script in one exec ([`script`]).
 //!
 //! Commands are strings run by the remote user's login shell (SSH has no argv): quote
 //! arguments with [`shell_quote`], and pass secrets through stdin, never on the command line
@@ -19,6 +20,7 @@
 
 mod facts;
 pub mod keys;
+pub mod script;
 mod shell;
 
 use std::fmt;
@@ -473,6 +475,26 @@ impl Session {
         }
     }
 
+    /// Runs `script` with `sh` on the host in one exec (one channel, one round trip): the
+    /// script travels on stdin and runs only if it arrived whole (see [`script`]). Its stdin is
+    /// `/dev/null`. It must be ASCII without NUL (files with other bytes go through
+    /// [`script::heredoc_into`]); anything else is [`RemoteError::InvalidArgument`]. Bounded by `timeout` like [`Session::exec`]; a script that may hang must
+    /// bound its own commands ([`bounded`]).
+    pub async fn run_script(&self, script: &str, timeout: Duration) -> Result<Output, RemoteError> {
+        if !script.is_ascii() || script.contains('\0') {
+            return Err(RemoteError::InvalidArgument(
+                "a script must be ASCII without NUL (carry other bytes in script::heredoc_into)"
+                    .into(),
+            ));
+        }
+        self.exec(
+            &script::loader(script.len()),
+            Some(script.as_bytes()),
+            timeout,
+        )
+        .await
+    }
+
     /// Gathers the host's [`Facts`] with one exec of [`FACTS_SCRIPT`] (one round trip),
     /// bounded by [`Timeouts::command`].
     pub async fn facts(&self) -> Result<Facts, RemoteError> {
@@ -871,7 +893,7 @@ pub fn bounded(command: &str, limit: Duration) -> String {
 }
 
 /// The upload script (see [`Session::upload`]).
-fn upload_script(path: &str, mode: u32, len: usize) -> Result<String, RemoteError> {
+pub(crate) fn upload_script(path: &str, mode: u32, len: usize) -> Result<String, RemoteError> {
     if path.is_empty() || path.ends_with('/') || path.contains('\0') {
         return Err(RemoteError::InvalidArgument(format!(
             "upload path {path:?} is not a file path"
@@ -896,7 +918,7 @@ fn upload_script(path: &str, mode: u32, len: usize) -> Result<String, RemoteErro
     Ok(format!(
         "set -e\n\
          umask 022\n\
-         mkdir -p -- {dir}\n\
+         [ -d {dir} ] || mkdir -p -- {dir}\n\
          if [ -d {q_path} ]; then echo 'upload: the target is a directory' >&2; exit 1; fi\n\
          umask 077\n\
          tmp={tmp}$$\n\

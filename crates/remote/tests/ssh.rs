@@ -472,3 +472,16 @@ fn own_cpu_time() -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
 }
+
+#[tokio::test]
+async fn a_script_larger_than_a_command_line_runs_in_one_exec() {
+    let (_server, target) = setup();
+    let session = connect(&target).await;
+    // 300 KiB: more than Linux takes as one argument (128 KiB), so it can only have travelled
+    // on stdin; the loader ran it whole, with stdin from /dev/null.
+    let padding = format!("# {}\n", "x".repeat(1000)).repeat(300);
+    let script = format!("{padding}echo \"$(wc -c < /dev/stdin) bytes on stdin\"\nexit 4\n");
+    let out = session.run_script(&script, SHORT).await.unwrap();
+    assert_eq!(out.status, 4, "{}", out.stderr_text());
+    assert_eq!(out.stdout_text(), "0 bytes on stdin\n");
+}

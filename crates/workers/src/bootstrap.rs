@@ -350,6 +350,26 @@ pub enum RunError {
         /// The end of its stderr.
         stderr: String,
     },
+    /// Writing a file failed.
+    #[error("bootstrap: writing {path} failed with exit status {status}: {stderr}")]
+    File {
+        /// The file on the host.
+        path: String,
+        /// The writer's exit status.
+        status: u32,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// The script ended without a result: it did not arrive whole, or was killed.
+    #[error("bootstrap script ended with exit status {status} {after}: {stderr}")]
+    Incomplete {
+        /// Its exit status.
+        status: u32,
+        /// Where it stopped, in words.
+        after: String,
+        /// The end of its stderr.
+        stderr: String,
+    },
 }
 
 /// Whether the plan was applied or found already applied.
@@ -361,58 +381,192 @@ pub enum Applied {
     AlreadyDone,
 }
 
-/// Applies `plan` on the host behind `session`.
+/// One step of the bootstrap script, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// A command (before the files or after them).
+    Command(String),
+    /// A file written (the marker last).
+    File(String),
+}
+
+/// Lines the script prints on stdout: its structured answer. Nothing else writes to its
+/// stdout (each step's output goes to a private file or `/dev/null`).
+const ALREADY_DONE: &str = "commissaire-bootstrap already-done";
+const APPLIED: &str = "commissaire-bootstrap applied";
+const STEP: &str = "commissaire-step";
+
+/// How much of a failed step's stderr the script sends back.
+const STEP_STDERR_MAX: usize = 4096;
+
+/// The bootstrap as one POSIX sh script, for [`remote::Session::run_script`]: the marker
+/// check, every command (bounded on the host by `command_timeout`) and every file (carried as
+/// a here-document, written atomically with its byte count checked), the marker last. It stops
+/// at the first failing step; each step reports `commissaire-step <n> ok` or
+/// `commissaire-step <n> failed <status>`, a failure with the end of its stderr.
+///
+/// Resumable like the step-by-step bootstrap it replaces: the marker is written only after
+/// every step succeeded, so a run that failed runs again in full, and a completed run is never
+/// repeated. A run whose connection dropped (the server crashed, the network went) is not cut
+/// short: the answer is collected in a variable and printed once at the end, so no write to the
+/// dead channel kills the script between steps (SIGPIPE), and it completes and writes the
+/// marker. A run started meanwhile (the resumed investigation) waits for it on a lock next to
+/// the marker, then finds the marker and applies nothing. So a crash applies nothing twice.
+///
+/// Returns the script, its steps in order, and the time it may take on the host.
+fn script(
+    plan: &Plan,
+    marker_path: &str,
+    command_timeout: Duration,
+) -> Result<(String, Vec<Step>, Duration), RunError> {
+    let mut steps = Vec::new();
+    let mut files: Vec<(&str, &[u8], u32)> = Vec::new();
+    for cmd in &plan.install {
+        steps.push(Step::Command(cmd.clone()));
+    }
+    for f in &plan.files {
+        steps.push(Step::File(f.path.clone()));
+        files.push((&f.path, &f.contents, f.mode));
+    }
+    for cmd in &plan.activate {
+        steps.push(Step::Command(cmd.clone()));
+    }
+    let marker = format!("{}\n", plan.fingerprint);
+    steps.push(Step::File(marker_path.to_string()));
+    files.push((marker_path, marker.as_bytes(), 0o644));
+    // Each command is bounded on the host by `command_timeout` (plus the 5 s before KILL);
+    // the files and checks around them take a fraction of a second each.
+    let commands = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Command(_)))
+        .count();
+    let limit = (command_timeout + Duration::from_secs(5))
+        .saturating_mul(u32::try_from(commands).unwrap_or(u32::MAX))
+        + command_timeout;
+    let marker_dir = match marker_path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    };
+
+    // Built-ins where they do the job (`read`, `[`, the answer kept in a variable and printed
+    // once on exit): every process forked on the host costs more than the step it serves.
+    let mut s = String::new();
+    s.push_str(&format!(
+        "fp={fp}\n\
+         ans= e=\n\
+         trap 'printf %s \"$ans\"; if [ -n \"$e\" ]; then rm -f -- \"$e\"; fi' EXIT\n\
+         e=$(mktemp) || exit 1\n\
+         if command -v flock >/dev/null 2>&1; then\n\
+         {{ [ -d {dir} ] || mkdir -p -- {dir}; }} && exec 9>>{lock} && flock -w {wait} 9 || {{ echo 'bootstrap: another bootstrap holds '{lock} >&2; exit 1; }}\n\
+         fi\n\
+         m=\n\
+         if [ -r {marker} ]; then read -r m < {marker} || :; fi\n\
+         if [ \"$m\" = \"$fp\" ]; then ans='{ALREADY_DONE}\n'; exit 0; fi\n",
+        fp = remote::shell_quote(&plan.fingerprint),
+        marker = remote::shell_quote(marker_path),
+        dir = remote::shell_quote(marker_dir),
+        lock = remote::shell_quote(&format!("{marker_path}.lock")),
+        wait = limit.as_secs().max(1),
+    ));
+    for (i, (path, contents, mode)) in files.iter().enumerate() {
+        s.push_str(&remote::script::write_file_function(
+            &format!("put_{i}"),
+            path,
+            *mode,
+            contents.len(),
+        )?);
+    }
+    // Steps do not inherit the lock's descriptor (9): a daemon a step leaves running would
+    // otherwise hold the lock after the script ended.
+    let mut file = 0;
+    for (n, step) in steps.iter().enumerate() {
+        match step {
+            Step::Command(cmd) => {
+                s.push_str(&remote::bounded(cmd, command_timeout));
+                s.push_str(" >/dev/null 2>\"$e\" 9>&-\n");
+            }
+            Step::File(_) => {
+                let (_, contents, _) = files[file];
+                s.push_str(&remote::script::heredoc_into(
+                    &format!("put_{file} >/dev/null 2>\"$e\" 9>&-"),
+                    contents,
+                ));
+                file += 1;
+            }
+        }
+        s.push_str(&format!(
+            "s=$?\n\
+             if [ \"$s\" -ne 0 ]; then ans=\"${{ans}}{STEP} {n} failed $s\n\"; tail -c {STEP_STDERR_MAX} \"$e\" >&2; exit 1; fi\n\
+             ans=\"${{ans}}{STEP} {n} ok\n\"\n"
+        ));
+    }
+    s.push_str(&format!("ans=\"${{ans}}{APPLIED}\n\"\n"));
+    Ok((s, steps, limit))
+}
+
+/// Reads the script's answer (see [`script`]).
+fn outcome(out: &remote::Output, steps: &[Step]) -> Result<Applied, RunError> {
+    let stdout = out.stdout_text();
+    let mut done: usize = 0;
+    for line in stdout.lines() {
+        if line == ALREADY_DONE && out.success() {
+            return Ok(Applied::AlreadyDone);
+        }
+        if line == APPLIED && out.success() {
+            return Ok(Applied::Ran);
+        }
+        let mut words = line.split(' ');
+        if words.next() != Some(STEP) {
+            continue;
+        }
+        let n: Option<usize> = words.next().and_then(|w| w.parse().ok());
+        match (n.and_then(|n| steps.get(n)), words.next(), words.next()) {
+            (Some(_), Some("ok"), None) => done += 1,
+            (Some(step), Some("failed"), Some(status)) => {
+                let status = status.parse().unwrap_or(out.status);
+                let stderr = out.stderr_text();
+                return Err(match step {
+                    Step::Command(command) => RunError::Command {
+                        command: command.clone(),
+                        status,
+                        stderr,
+                    },
+                    Step::File(path) => RunError::File {
+                        path: path.clone(),
+                        status,
+                        stderr,
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+    let after = match done.checked_sub(1).and_then(|n| steps.get(n)) {
+        None => "before its first step".to_string(),
+        Some(Step::Command(c)) => format!("after command `{c}`"),
+        Some(Step::File(p)) => format!("after writing {p}"),
+    };
+    Err(RunError::Incomplete {
+        status: out.status,
+        after,
+        stderr: out.stderr_text(),
+    })
+}
+
+/// Applies `plan` on the host behind `session` in one exec (one channel, one round trip):
+/// see [`script`].
 pub async fn run(
     session: &remote::Session,
     plan: &Plan,
     command_timeout: Duration,
 ) -> Result<Applied, RunError> {
-    let marker = session
-        .exec(
-            &format!("cat {MARKER_PATH} 2>/dev/null || true"),
-            None,
-            command_timeout,
-        )
+    let (text, steps, limit) = script(plan, MARKER_PATH, command_timeout)?;
+    // Twice the host's own bound: a resumed bootstrap may first wait that long on the lock for
+    // the run it resumes (see [`script`]).
+    let out = session
+        .run_script(&text, limit.saturating_mul(2) + Duration::from_secs(10))
         .await?;
-    if String::from_utf8_lossy(&marker.stdout).trim() == plan.fingerprint {
-        return Ok(Applied::AlreadyDone);
-    }
-    let exec = |cmd: String| async move {
-        // Bounded on the host too: a hung package manager must not outlive our timeout.
-        let out = session
-            .exec(
-                &remote::bounded(&cmd, command_timeout),
-                None,
-                command_timeout + Duration::from_secs(10),
-            )
-            .await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(RunError::Command {
-                command: cmd,
-                status: out.status,
-                stderr: out.stderr_text(),
-            })
-        }
-    };
-    for cmd in &plan.install {
-        exec(cmd.clone()).await?;
-    }
-    for f in &plan.files {
-        session.upload(&f.path, &f.contents, f.mode).await?;
-    }
-    for cmd in &plan.activate {
-        exec(cmd.clone()).await?;
-    }
-    session
-        .upload(
-            MARKER_PATH,
-            format!("{}\n", plan.fingerprint).as_bytes(),
-            0o644,
-        )
-        .await?;
-    Ok(Applied::Ran)
+    outcome(&out, &steps)
 }
 
 #[cfg(test)]
@@ -604,6 +758,258 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(kc.contents.clone()).unwrap();
         assert!(text.contains("token: \"x\\nclusters: []\""), "{text}");
+    }
+
+    /// Runs the bootstrap script of `plan` locally through the same loader as over SSH, with
+    /// the marker at `marker`, and reads its answer.
+    fn run_locally(plan: &Plan, marker: &Path) -> Result<Applied, RunError> {
+        use std::io::Write;
+        let (text, steps, _) = script(plan, marker.to_str().unwrap(), Duration::from_secs(60))?;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(remote::script::loader(text.len()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        outcome(
+            &remote::Output {
+                status: out.status.code().map_or(255, |c| c as u32),
+                signal: None,
+                stdout: out.stdout,
+                stderr: out.stderr,
+            },
+            &steps,
+        )
+    }
+
+    /// A plan whose commands log to `dir/log`, writing two files under `dir`.
+    fn local_plan(dir: &Path, activate: &[&str]) -> Plan {
+        let log = remote::shell_quote(dir.join("log").to_str().unwrap());
+        let mut p = Plan {
+            install: vec![format!("echo install >> {log}")],
+            files: vec![
+                FileSpec {
+                    path: dir.join("etc/docker").to_str().unwrap().into(),
+                    contents: b"OPTIONS=\"--x\"\n".to_vec(),
+                    mode: 0o644,
+                },
+                FileSpec {
+                    path: dir.join("etc/it's key").to_str().unwrap().into(),
+                    contents: b"\0binary, no newline\nCOMMISSAIRE_EOF".to_vec(),
+                    mode: 0o600,
+                },
+            ],
+            activate: activate.iter().map(|a| a.replace("LOG", &log)).collect(),
+            fingerprint: String::new(),
+        };
+        p.fingerprint = hex::encode(Sha256::digest(format!("{p:?}")));
+        p
+    }
+
+    fn log_of(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+    }
+
+    #[test]
+    fn one_script_applies_everything_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("var/marker");
+        let p = local_plan(dir.path(), &["echo restart >> LOG"]);
+        assert_eq!(run_locally(&p, &marker).unwrap(), Applied::Ran);
+        assert_eq!(log_of(dir.path()), "install\nrestart\n");
+        for f in &p.files {
+            assert_eq!(std::fs::read(&f.path).unwrap(), f.contents, "{}", f.path);
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, f.mode, "{}", f.path);
+        }
+        assert_eq!(
+            std::fs::read_to_string(&marker).unwrap(),
+            format!("{}\n", p.fingerprint)
+        );
+        // The marker holds this plan: nothing runs again.
+        assert_eq!(run_locally(&p, &marker).unwrap(), Applied::AlreadyDone);
+        assert_eq!(log_of(dir.path()), "install\nrestart\n");
+    }
+
+    #[test]
+    fn a_failed_step_is_named_and_stops_the_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let failing = "echo 'unit not found' >&2; exit 7";
+        let p = local_plan(dir.path(), &[failing, "echo restart >> LOG"]);
+        match run_locally(&p, &marker) {
+            Err(e @ RunError::Command { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(failing), "{text}");
+                assert!(text.contains("exit status 7"), "{text}");
+                assert!(text.contains("unit not found"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The steps before it ran, the ones after did not, and the marker is not written.
+        assert_eq!(log_of(dir.path()), "install\n");
+        assert!(std::path::Path::new(&p.files[1].path).exists());
+        assert!(!marker.exists());
+
+        // A file that cannot be written names its path.
+        let blocked = local_plan(dir.path(), &["echo restart >> LOG"]);
+        std::fs::remove_file(&blocked.files[0].path).unwrap();
+        std::fs::create_dir(&blocked.files[0].path).unwrap();
+        match run_locally(&blocked, &marker) {
+            Err(RunError::File { path, stderr, .. }) => {
+                assert_eq!(path, blocked.files[0].path);
+                assert!(stderr.contains("directory"), "{stderr}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log_of(dir.path()), "install\ninstall\n");
+
+        // Fixed, it resumes from the start and completes once.
+        std::fs::remove_dir(&blocked.files[0].path).unwrap();
+        assert_eq!(run_locally(&blocked, &marker).unwrap(), Applied::Ran);
+        assert_eq!(
+            run_locally(&blocked, &marker).unwrap(),
+            Applied::AlreadyDone
+        );
+        assert_eq!(log_of(dir.path()), "install\ninstall\ninstall\nrestart\n");
+    }
+
+    /// Starts the bootstrap script of `plan` locally like [`run_locally`], without waiting.
+    fn spawn_locally(plan: &Plan, marker: &Path) -> (std::process::Child, Vec<Step>) {
+        use std::io::Write;
+        let (text, steps, _) =
+            script(plan, marker.to_str().unwrap(), Duration::from_secs(60)).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(remote::script::loader(text.len()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        (child, steps)
+    }
+
+    /// A plan whose first command waits until the test opens `dir/gate` for writing: the test
+    /// then knows that script is inside its first step (holding the lock), with no sleeping.
+    fn gated_plan(dir: &Path) -> Plan {
+        let gate = dir.join("gate");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&gate)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut p = local_plan(dir, &["echo restart >> LOG"]);
+        let gate = remote::shell_quote(gate.to_str().unwrap());
+        p.install.insert(0, format!("cat {gate} > /dev/null"));
+        p
+    }
+
+    fn open_gate(dir: &Path) {
+        // Blocks until the first step opened the FIFO; closing it lets the step end.
+        drop(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("gate"))
+                .unwrap(),
+        );
+    }
+
+    #[test]
+    fn a_dropped_connection_does_not_cut_the_script_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let p = gated_plan(dir.path());
+        let (mut child, _) = spawn_locally(&p, &marker);
+        // The server's end of the channel goes away while the first step runs.
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        open_gate(dir.path());
+        let _ = child.wait().unwrap();
+        // Every step ran and the marker is written: the resumed investigation finds it.
+        assert_eq!(log_of(dir.path()), "install\nrestart\n");
+        assert_eq!(run_locally(&p, &marker).unwrap(), Applied::AlreadyDone);
+    }
+
+    #[test]
+    fn a_concurrent_run_waits_and_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let p = gated_plan(dir.path());
+        let (first, steps) = spawn_locally(&p, &marker);
+        // Open the gate from a thread: it returns once the first run is inside its first step,
+        // holding the lock; the second run is started only then.
+        let gate = {
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || open_gate(&dir))
+        };
+        let (second, _) = {
+            // The gate thread cannot finish before the first script opened the FIFO for
+            // reading, which it does inside its first step, after taking the lock.
+            gate.join().unwrap();
+            // Without the lock the second run would now run its first step: a plain file in
+            // place of the FIFO makes that show as a second install instead of a hang.
+            std::fs::remove_file(dir.path().join("gate")).unwrap();
+            std::fs::write(dir.path().join("gate"), "").unwrap();
+            spawn_locally(&p, &marker)
+        };
+        let answer = |c: std::process::Child| {
+            let out = c.wait_with_output().unwrap();
+            outcome(
+                &remote::Output {
+                    status: out.status.code().map_or(255, |c| c as u32),
+                    signal: None,
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                },
+                &steps,
+            )
+        };
+        assert_eq!(answer(first).unwrap(), Applied::Ran);
+        assert_eq!(answer(second).unwrap(), Applied::AlreadyDone);
+        assert_eq!(log_of(dir.path()), "install\nrestart\n");
+    }
+
+    #[test]
+    fn a_script_without_an_answer_is_incomplete() {
+        let steps = vec![
+            Step::Command("dnf install -y docker".into()),
+            Step::File("/etc/sysconfig/docker".into()),
+        ];
+        let out = |stdout: &str, status| remote::Output {
+            status,
+            signal: None,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"received 10 of 99 bytes".to_vec(),
+        };
+        let e = outcome(&out("", remote::script::LOADER_FAILED), &steps).unwrap_err();
+        assert!(
+            e.to_string().contains("before its first step") && e.to_string().contains("10 of 99"),
+            "{e}"
+        );
+        // Killed after the first step: said so, even with a zero status.
+        let e = outcome(&out("commissaire-step 0 ok\n", 0), &steps).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("after command `dnf install -y docker`"),
+            "{e}"
+        );
     }
 
     #[test]
