@@ -105,6 +105,9 @@ timeout 120 bash testbed/testbed.sh down --purge > /dev/null 2>&1 || true
 for attempt in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 40000))
     (exec 3<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null && continue
+    # A fresh data directory each attempt: a first start that lost its port has already
+    # written the users file, and the password it printed went with that attempt's log.
+    rm -rf "$WORK/data"
     "$BIN_DIR/commissaire-server" --no-config-file --data-dir "$WORK/data" \
         -i 127.0.0.1 -p "$port" > "$WORK/server.out" 2> "$WORK/server.err" < /dev/null &
     SERVER_PID=$!
