@@ -199,19 +199,33 @@ async fn secure_default_generates_an_admin_password() {
     opts.auth = Auth::Generated;
     let mut s = Server::start(opts.clone()).await;
 
+    // The password goes to standard error (stdout carries only log lines); the harness writes
+    // stderr to the server's log file.
+    let log_lines = |s: &Server| -> Vec<String> {
+        std::fs::read_to_string(&s.opts.log_path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let password = loop {
-        if let Some(p) = printed_password(&s.stdout_lines()) {
+        if let Some(p) = printed_password(&log_lines(&s)) {
             break p;
         }
         assert!(
             Instant::now() < deadline,
-            "no password printed on stdout: {:?}",
-            s.stdout_lines()
+            "no password printed on stderr: {:?}",
+            log_lines(&s)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(password.len() >= 16, "a strong password: {password:?}");
+    assert_eq!(
+        printed_password(&s.stdout_lines()),
+        None,
+        "the password must not be on stdout"
+    );
 
     // Without credentials: 401.
     expect_error(&s.get("/clusters").await, 401, "authentication required");
@@ -250,11 +264,11 @@ async fn secure_default_generates_an_admin_password() {
     s.stop();
     let mut s = Server::start(opts).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        printed_password(&s.stdout_lines()),
-        None,
-        "a restart must not print a new password"
-    );
+    let banners = log_lines(&s)
+        .iter()
+        .filter(|l| l.trim_end().ends_with("password:"))
+        .count();
+    assert_eq!(banners, 1, "a restart must not print a new password");
     expect_error(&s.get("/clusters").await, 401, "authentication required");
     s.creds = Some(("admin".to_string(), password.clone()));
     assert_eq!(expect_status(&s.get("/clusters").await, 200), json!(["c1"]));
