@@ -102,7 +102,7 @@ phase() {  # phase N: run N watcher services, print "checks cpu_seconds"
   for i in $(seq 1 "$n"); do
     local port; port=$(free_port)
     "$bin/commissaire-service" watcher --storage-handler "$store" \
-      --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i" --lease-ttl 3 \
+      --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i" \
       --watcher-interval "$INTERVAL" --metrics-listen "127.0.0.1:$port" >"$work/w$n-$i.log" 2>&1 &
     ppids+=($!); pids+=($!); ports+=("$port")
   done
