@@ -344,6 +344,13 @@ impl Store for TimedStore {
         r
     }
 
+    async fn list_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let t = Instant::now();
+        let r = self.inner.list_keys(prefix).await;
+        observe("list_keys", t, &r);
+        r
+    }
+
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> StoreResult<TxnOutcome> {
         let t = Instant::now();
         let r = self.inner.txn(compares, ops).await;

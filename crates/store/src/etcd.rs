@@ -320,6 +320,24 @@ impl Store for EtcdStore {
             .collect())
     }
 
+    async fn list_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        let (key, range_end) = prefix_range(self.full_key(prefix));
+        let req = rpc::RangeRequest {
+            key,
+            range_end,
+            sort_order: rpc::range_request::SortOrder::Ascend as i32,
+            sort_target: rpc::range_request::SortTarget::Key as i32,
+            keys_only: true,
+            ..Default::default()
+        };
+        let resp = self.range("list_keys", req).await?;
+        Ok(resp
+            .kvs
+            .into_iter()
+            .filter_map(|kv| self.relative_key(&kv.key))
+            .collect())
+    }
+
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> StoreResult<TxnOutcome> {
         let mut compare = Vec::with_capacity(compares.len());
         for c in compares {

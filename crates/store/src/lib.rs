@@ -158,6 +158,18 @@ pub trait Store: Send + Sync + 'static {
     /// Lists every key starting with `prefix`, sorted by key.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<KeyValue>>;
 
+    /// Lists every key starting with `prefix`, sorted by key, without the values: for callers
+    /// that only need to know which records exist (a worker picking its share of the hosts),
+    /// so that a large fleet's records are neither transferred nor decoded.
+    async fn list_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect())
+    }
+
     /// Applies `ops` atomically if every compare in `compares` holds; otherwise writes nothing.
     /// A transaction with no ops that succeeds does not create a new revision.
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> StoreResult<TxnOutcome>;

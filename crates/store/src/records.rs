@@ -131,10 +131,10 @@ pub async fn list_json<T: DeserializeOwned>(
 /// Lists the names (key suffixes) of records directly under `prefix`.
 pub async fn list_names(store: &dyn Store, prefix: &str) -> StoreResult<Vec<String>> {
     Ok(store
-        .list(prefix)
+        .list_keys(prefix)
         .await?
         .into_iter()
-        .filter_map(|kv| kv.key.strip_prefix(prefix).map(str::to_string))
+        .filter_map(|key| key.strip_prefix(prefix).map(str::to_string))
         .filter(|n| !n.contains('/'))
         .collect())
 }

@@ -189,6 +189,14 @@ async fn put_get_list_delete(store: SharedStore) {
     assert_eq!(keys(&store, "hosts").await.len(), 5);
     assert_eq!(keys(&store, "").await.len(), 6);
     assert!(keys(&store, "networks/").await.is_empty());
+    // Keys alone come back in the same order, for the same prefixes.
+    for prefix in ["hosts/", "hosts/10.0.0.1", "", "networks/"] {
+        assert_eq!(
+            store.list_keys(prefix).await.unwrap(),
+            keys(&store, prefix).await,
+            "list_keys({prefix:?})"
+        );
+    }
     let listed = store.list("hosts/").await.unwrap();
     assert_eq!(listed[0].value, b"one");
     assert_eq!(listed[2].value, b"two");

@@ -1,7 +1,8 @@
 //! The watcher: checks every host on an interval and keeps its health current.
 //!
-//! Each round lists the hosts, then checks the settled ones (`active`, `disassociated`,
-//! `failed`) with bounded concurrency, each at a random offset within the first half of the
+//! Each round lists the host keys and takes this process's share (all of them alone, its
+//! rendezvous share among several watcher processes), then checks the settled ones (`active`,
+//! `disassociated`, `failed`; read one by one) with bounded concurrency, each at a random offset within the first half of the
 //! interval so checks do not arrive in bursts. A check reuses the host's open SSH session when
 //! it still works (a check is then one exec), reads the boot id, and updates `last_check`.
 //! An unreachable host becomes `failed` (failure kind `unreachable`); when it answers again it
@@ -10,7 +11,7 @@
 //! machine (`domain::lifecycle`), not here. Hosts deleted from the store drop out of the next round and their sessions
 //! are closed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,9 +54,10 @@ pub struct Watcher {
     ctx: Arc<Ctx>,
     pool: Pool,
     managers: RwLock<Managers>,
-    /// When the current round's scan ran, and how many of its checks are still to finish (for
-    /// the round-duration histogram).
-    round: std::sync::Mutex<(std::time::Instant, u64)>,
+    /// When the current round's scan ran, how many of its hosts are still to be seen (for the
+    /// round-duration histogram), and how many it has checked so far (reported as the last
+    /// round's count when the next round starts).
+    round: std::sync::Mutex<(std::time::Instant, u64, u64)>,
 }
 
 impl Watcher {
@@ -65,7 +67,7 @@ impl Watcher {
             ctx,
             pool: Pool::default(),
             managers: RwLock::new(Arc::default()),
-            round: std::sync::Mutex::new((std::time::Instant::now(), 0)),
+            round: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
         }
     }
 }
@@ -78,11 +80,17 @@ impl Reconciler for Watcher {
 
     async fn scan(&self) -> DomainResult<Vec<String>> {
         let ctx = &self.ctx;
-        let hosts = list_json::<Host>(ctx.store.as_ref(), records::HOSTS).await?;
+        // Keys only: every watcher process lists the whole fleet each round, so what it costs
+        // is paid once per process. The records themselves are read one by one in `reconcile`,
+        // only for this process's share (which also makes the state a check starts from fresh).
+        let addresses: HashSet<String> = records::list_names(ctx.store.as_ref(), records::HOSTS)
+            .await?
+            .into_iter()
+            .collect();
         {
             // Close sessions of hosts that are gone.
             let mut p = self.pool.lock().await;
-            p.retain(|a, _| hosts.iter().any(|h| &h.value.address == a));
+            p.retain(|a, _| addresses.contains(a));
         }
         // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
         let busy = crate::clusterexec::hosts_in_flight(ctx)
@@ -91,62 +99,65 @@ impl Reconciler for Watcher {
         *self.managers.write().await = managers_by_host(ctx).await;
         let members = ctx.coord.members(WorkerKind::Watcher).await?;
         let me = ctx.coord.id();
-        let interval = ctx.cfg.watcher_interval;
-        let mine: Vec<String> = hosts
+        let mut mine: Vec<String> = addresses
             .into_iter()
-            .map(|h| h.value)
-            .filter(|h| {
-                matches!(
-                    h.status,
-                    HostState::Active | HostState::Disassociated | HostState::Failed
-                ) && !busy.contains(&h.address)
-                    && !checked_recently(&h.last_check, interval)
-                    && crate::coordinator::rendezvous(&members, &h.address)
-                        .is_none_or(|owner| owner == me)
+            .filter(|a| {
+                !busy.contains(a)
+                    && crate::coordinator::rendezvous(&members, a).is_none_or(|owner| owner == me)
             })
-            .map(|h| h.address)
             .collect();
+        mine.sort_unstable();
         ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
-        ctx.status
-            .watcher_last_checked
-            .store(mine.len() as u64, Ordering::Relaxed);
         metrics::counter!("commissaire_watcher_rounds_total").increment(1);
-        metrics::gauge!("commissaire_watcher_hosts_checked").set(mine.len() as f64);
+        if let Ok(mut r) = self.round.lock() {
+            // The previous round's checks all started within its first half: its count is final.
+            if r.1 > 0 {
+                // Some of its hosts were still being checked; the histogram gets this round's
+                // length as it stands (the checks left are slower than the interval).
+                metrics::histogram!("commissaire_watcher_round_duration_seconds")
+                    .record(r.0.elapsed().as_secs_f64());
+            }
+            ctx.status
+                .watcher_last_checked
+                .store(r.2, Ordering::Relaxed);
+            metrics::gauge!("commissaire_watcher_hosts_checked").set(r.2 as f64);
+            *r = (std::time::Instant::now(), mine.len() as u64, 0);
+        }
         if mine.is_empty() {
             // Nothing to check: the round is over as soon as it started.
             metrics::histogram!("commissaire_watcher_round_duration_seconds").record(0.0);
-        }
-        if let Ok(mut r) = self.round.lock() {
-            *r = (std::time::Instant::now(), mine.len() as u64);
         }
         Ok(mine)
     }
 
     async fn reconcile(&self, address: &str) -> DomainResult<()> {
-        let Some(host) = get_json::<Host>(self.ctx.store.as_ref(), &records::host_key(address))
+        let host = get_json::<Host>(self.ctx.store.as_ref(), &records::host_key(address))
             .await?
-            .map(|h| h.value)
-        else {
-            return Ok(());
-        };
-        if !matches!(
-            host.status,
-            HostState::Active | HostState::Disassociated | HostState::Failed
-        ) {
-            return Ok(());
+            .map(|h| h.value);
+        let due = host.filter(|h| {
+            matches!(
+                h.status,
+                HostState::Active | HostState::Disassociated | HostState::Failed
+            ) && !checked_recently(&h.last_check, self.ctx.cfg.watcher_interval)
+        });
+        let checked = due.is_some();
+        if let Some(host) = due {
+            let managers = self.managers.read().await.clone();
+            check(&self.ctx, &self.pool, &managers, host).await;
+            metrics::counter!("commissaire_watcher_checks_total").increment(1);
+            metrics::counter!("commissaire_watcher_hosts_checked_total").increment(1);
         }
-        let managers = self.managers.read().await.clone();
-        check(&self.ctx, &self.pool, &managers, host).await;
-        metrics::counter!("commissaire_watcher_checks_total").increment(1);
-        metrics::counter!("commissaire_watcher_hosts_checked_total").increment(1);
-        // The round ends with its last check.
-        if let Ok(mut r) = self.round.lock()
-            && r.1 > 0
-        {
-            r.1 -= 1;
-            if r.1 == 0 {
-                metrics::histogram!("commissaire_watcher_round_duration_seconds")
-                    .record(r.0.elapsed().as_secs_f64());
+        // The round ends with its last host, checked or not.
+        if let Ok(mut r) = self.round.lock() {
+            if checked {
+                r.2 += 1;
+            }
+            if r.1 > 0 {
+                r.1 -= 1;
+                if r.1 == 0 {
+                    metrics::histogram!("commissaire_watcher_round_duration_seconds")
+                        .record(r.0.elapsed().as_secs_f64());
+                }
             }
         }
         Ok(())
