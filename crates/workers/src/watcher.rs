@@ -83,29 +83,25 @@ impl Reconciler for Watcher {
         // Keys only: every watcher process lists the whole fleet each round, so what it costs
         // is paid once per process. The records themselves are read one by one in `reconcile`,
         // only for this process's share (which also makes the state a check starts from fresh).
-        let addresses: HashSet<String> = records::list_names(ctx.store.as_ref(), records::HOSTS)
-            .await?
+        let addresses = records::list_names(ctx.store.as_ref(), records::HOSTS).await?;
+        let members = ctx.coord.members(WorkerKind::Watcher).await?;
+        let me = ctx.coord.id();
+        let owned: HashSet<String> = addresses
             .into_iter()
+            .filter(|a| crate::coordinator::rendezvous(&members, a).is_none_or(|owner| owner == me))
             .collect();
         {
-            // Close sessions of hosts that are gone.
+            // Close the sessions of hosts that are gone or that another watcher now checks
+            // (each open session is an `sshd` process on the host).
             let mut p = self.pool.lock().await;
-            p.retain(|a, _| addresses.contains(a));
+            p.retain(|a, _| owned.contains(a));
         }
         // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
         let busy = crate::clusterexec::hosts_in_flight(ctx)
             .await
             .unwrap_or_default();
         *self.managers.write().await = managers_by_host(ctx).await;
-        let members = ctx.coord.members(WorkerKind::Watcher).await?;
-        let me = ctx.coord.id();
-        let mut mine: Vec<String> = addresses
-            .into_iter()
-            .filter(|a| {
-                !busy.contains(a)
-                    && crate::coordinator::rendezvous(&members, a).is_none_or(|owner| owner == me)
-            })
-            .collect();
+        let mut mine: Vec<String> = owned.into_iter().filter(|a| !busy.contains(a)).collect();
         mine.sort_unstable();
         ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("commissaire_watcher_rounds_total").increment(1);
