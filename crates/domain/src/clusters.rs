@@ -16,8 +16,9 @@ use model::{
     NodeRemoval, now_timestamp,
 };
 use store::records::{
-    self, OPERATION_KINDS, Versioned, cluster_key, container_manager_key, get_json, host_key,
-    list_names, membership_key, network_key, node_removal_key, operation_key, put_json,
+    self, OPERATION_KINDS, Versioned, cluster_key, container_manager_key,
+    container_manager_reference_key, get_json, host_key, list_names, membership_key, network_key,
+    network_reference_key, node_removal_key, operation_key, put_json,
 };
 use store::{Compare, Op, Store, StoreResult};
 
@@ -221,19 +222,32 @@ pub async fn put(d: &Domain, name: &str, req: ClusterRequest) -> DomainResult<Cl
         if !is_new && cluster == before {
             return Ok(Plan::Done(cluster));
         }
+        // Starting to use a network or container manager rewrites its reference marker, so a
+        // concurrent delete that found no user fails its compare (see `records::REFERENCES`).
+        let mut ops = vec![];
         if (is_new || cluster.network != before.network)
             && let Some(rev) = check_network(d, &cluster.network).await?
         {
             compares.push(Compare::ModRevision(network_key(&cluster.network), rev));
+            ops.push(reference_marker(
+                &network_reference_key(&cluster.network),
+                name,
+            ));
         }
         if !cluster.container_manager.is_empty()
             && cluster.container_manager != before.container_manager
         {
             match manager_record(store, &cluster).await? {
-                Some((rev, _)) => compares.push(Compare::ModRevision(
-                    container_manager_key(&cluster.container_manager),
-                    rev,
-                )),
+                Some((rev, _)) => {
+                    compares.push(Compare::ModRevision(
+                        container_manager_key(&cluster.container_manager),
+                        rev,
+                    ));
+                    ops.push(reference_marker(
+                        &container_manager_reference_key(&cluster.container_manager),
+                        name,
+                    ));
+                }
                 None => {
                     return Err(DomainError::invalid(format!(
                         "container_manager: container manager {} does not exist; create it first",
@@ -242,12 +256,18 @@ pub async fn put(d: &Domain, name: &str, req: ClusterRequest) -> DomainResult<Cl
                 }
             }
         }
-        let ops = vec![put_json(&cluster_key(name), &cluster)];
+        ops.push(put_json(&cluster_key(name), &cluster));
         tracing::info!(cluster = %name, created = is_new, "cluster saved");
         Ok(Plan::write(compares, ops, cluster))
     })
     .await?;
     view(store, &cluster).await
+}
+
+/// The write that marks a network or container manager as (re)referenced: its value names the
+/// cluster that did it last, for whoever reads the store by hand.
+fn reference_marker(key: &str, cluster: &str) -> Op {
+    put_json(key, &serde_json::json!({ "cluster": cluster }))
 }
 
 /// Deletes a cluster and its operation records; its members leave it (and their nodes its

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use model::{Cluster, ContainerManagerConfig, SECRET_OPTION_KEYS};
 use store::records::{
-    self, container_manager_key, container_manager_secrets_key, get_container_manager_secrets,
-    get_json, list_json, list_names, put_container_manager_secrets, put_json,
+    self, container_manager_key, container_manager_reference_key, container_manager_secrets_key,
+    get_container_manager_secrets, get_json, list_json, list_names, put_container_manager_secrets,
+    put_json,
 };
 use store::{Compare, Store};
 
 use crate::Domain;
 use crate::error::{DomainError, DomainResult};
-use crate::txn::{Plan, transact};
+use crate::txn::{Plan, pin, transact};
 
 /// Splits secret options out of a configuration: (record to store, secrets to seal).
 fn split_secrets(
@@ -102,6 +103,10 @@ pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
                 "container manager {name} does not exist"
             )));
         };
+        // Read before the clusters: a cluster that starts using the manager after this read
+        // rewrites the marker, and the compare below then fails.
+        let marker = container_manager_reference_key(name);
+        let marked = store.get(&marker).await?.map(|kv| kv.mod_revision);
         let clusters = list_json::<Cluster>(store, records::CLUSTERS).await?;
         let users: Vec<&str> = clusters
             .iter()
@@ -115,10 +120,14 @@ pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
             )));
         }
         Ok(Plan::write(
-            vec![Compare::ModRevision(key.clone(), existing.mod_revision)],
+            vec![
+                Compare::ModRevision(key.clone(), existing.mod_revision),
+                pin(&marker, marked),
+            ],
             vec![
                 records::delete(key),
                 records::delete(&container_manager_secrets_key(name)),
+                records::delete(&marker),
             ],
             (),
         ))

@@ -3,11 +3,13 @@
 
 use model::{Cluster, DEFAULT_NETWORK, Network};
 use store::Compare;
-use store::records::{self, get_json, list_json, list_names, network_key, put_json};
+use store::records::{
+    self, get_json, list_json, list_names, network_key, network_reference_key, put_json,
+};
 
 use crate::Domain;
 use crate::error::{DomainError, DomainResult};
-use crate::txn::{Plan, transact};
+use crate::txn::{Plan, pin, transact};
 
 /// Writes the `default` network if it is missing (run at start-up; safe from several servers).
 pub async fn seed_default(store: &dyn store::Store) -> store::StoreResult<()> {
@@ -78,6 +80,10 @@ pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
                 "network {name} does not exist"
             )));
         };
+        // Read before the clusters: a cluster that starts using the network after this read
+        // rewrites the marker, and the compare below then fails.
+        let marker = network_reference_key(name);
+        let marked = store.get(&marker).await?.map(|kv| kv.mod_revision);
         let clusters = list_json::<Cluster>(store, records::CLUSTERS).await?;
         let users: Vec<&str> = clusters
             .iter()
@@ -91,8 +97,11 @@ pub async fn delete(d: &Domain, name: &str) -> DomainResult<()> {
             )));
         }
         Ok(Plan::write(
-            vec![Compare::ModRevision(key.clone(), existing.mod_revision)],
-            vec![records::delete(key)],
+            vec![
+                Compare::ModRevision(key.clone(), existing.mod_revision),
+                pin(&marker, marked),
+            ],
+            vec![records::delete(key), records::delete(&marker)],
             (),
         ))
     })

@@ -6,6 +6,8 @@
 //!   `disassociated`, `trivial` → `active`), and the change feed shows `updated Cluster` then
 //!   `updated Host`; a leave makes the host `disassociated`;
 //! * cluster status counts `disassociated` members of unmanaged clusters as available;
+//! * a network or container manager is never deleted while a cluster uses it, with the cluster
+//!   created through one server and the records deleted through the other;
 //! * on the embedded store a cluster on a `flannel_etcd` network without `server_url` is
 //!   refused, naming the fix;
 //! * `PUT /cluster/{n}/hosts` with a 1 MiB list is cheap.
@@ -352,7 +354,77 @@ async fn join_rewrites_hosts(backend: Backend) {
     );
 }
 
-both_backends!(join_races, join_rewrites_hosts);
+/// A network or container manager is never deleted while a cluster uses it: a cluster that
+/// starts using one while it is being deleted (through the other server on etcd) either wins —
+/// the delete answers 409 — or loses — the cluster is refused because the record is gone —
+/// and no cluster is ever left naming a record that does not exist.
+async fn reference_races(backend: Backend) {
+    let env = Env::new(backend);
+    let (a, b) = servers(&env).await;
+    let second = b.as_ref().unwrap_or(&a);
+    let rounds = 30;
+    let mut outcomes = HashSet::new();
+    for i in 0..rounds {
+        let (net, cm, cluster) = (format!("n{i}"), format!("m{i}"), format!("c{i}"));
+        expect_status(
+            &a.put(
+                &format!("/network/{net}"),
+                json!({"type": "flannel_server", "options": {"address": "127.0.0.1:8080"}}),
+            )
+            .await,
+            201,
+        );
+        expect_status(
+            &a.put(
+                &format!("/containermanager/{cm}"),
+                json!({"type": "trivial"}),
+            )
+            .await,
+            201,
+        );
+        let (cpath, npath, mpath) = (
+            format!("/cluster/{cluster}"),
+            format!("/network/{net}"),
+            format!("/containermanager/{cm}"),
+        );
+        let (rc, rn, rm) = tokio::join!(
+            a.put(&cpath, json!({"network": net, "container_manager": cm})),
+            second.delete(&npath),
+            second.delete(&mpath),
+        );
+        match rc.status {
+            201 => {
+                // The cluster exists, so neither record may have gone.
+                assert_eq!(
+                    rn.status, 409,
+                    "network deleted under cluster {cluster}: {rn:?}"
+                );
+                assert_eq!(
+                    rm.status, 409,
+                    "manager deleted under cluster {cluster}: {rm:?}"
+                );
+            }
+            400 => assert!(
+                rn.status == 200 || rm.status == 200,
+                "cluster {cluster} refused though both records stayed: {rc:?} / {rn:?} / {rm:?}"
+            ),
+            _ => panic!("cluster {cluster}: {rc:?}"),
+        }
+        outcomes.insert((rc.status, rn.status, rm.status));
+        // Whatever happened, what the cluster names exists.
+        if rc.status == 201 {
+            let c = expect_status(&a.get(&format!("/cluster/{cluster}")).await, 200);
+            assert_eq!(c["network"], net.as_str());
+            expect_status(&a.get(&format!("/network/{net}")).await, 200);
+            expect_status(&a.get(&format!("/containermanager/{cm}")).await, 200);
+        } else {
+            expect_status(&a.get(&format!("/cluster/{cluster}")).await, 404);
+        }
+    }
+    eprintln!("outcomes (cluster, network delete, manager delete): {outcomes:?}");
+}
+
+both_backends!(join_races, join_rewrites_hosts, reference_races);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_refuses_clusters_flannel_cannot_use() {

@@ -40,8 +40,23 @@ pub const MEMBERSHIPS: &str = "memberships/";
 /// Prefix of pending node removals (`node_removals/<address>`, a [`model::NodeRemoval`]),
 /// written with the change that takes a host out of its cluster and deleted once done.
 pub const NODE_REMOVALS: &str = "node_removals/";
+/// Prefix of reference markers (`references/networks/<name>`,
+/// `references/container_managers/<name>`): rewritten by every transaction that makes a cluster
+/// start using the network or container manager, and compared by the transaction that deletes
+/// it, so that a delete that checked "no cluster uses it" fails if a cluster started using it
+/// in between. Not shown by the API.
+pub const REFERENCES: &str = "references/";
 /// The kinds of rolling operation, as they appear in keys and URLs.
 pub const OPERATION_KINDS: &[&str] = &["restart", "upgrade", "deploy"];
+
+/// Key of the reference marker of a network.
+pub fn network_reference_key(name: &str) -> String {
+    format!("{REFERENCES}networks/{name}")
+}
+/// Key of the reference marker of a container manager.
+pub fn container_manager_reference_key(name: &str) -> String {
+    format!("{REFERENCES}container_managers/{name}")
+}
 
 /// Key of a host record.
 pub fn host_key(address: &str) -> String {
