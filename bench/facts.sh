@@ -175,6 +175,9 @@ timeout 600 "$ansible_bin" all -m ping -f "$CONCURRENCY" -o >"$work/ansible-ping
 close_masters
 
 # ------------------------------------------------------------------------------- measuring
+# What the hosts run when no session is open (their init and sshd listener, any daemon).
+sleep 2
+idle_sessions=$(hosts_sessions)
 # settle: let the previous step's processes finish (up to 30 s until at most 2 tasks are
 # runnable), so each row starts on a machine as quiet as it gets.
 settle() {
@@ -187,35 +190,74 @@ settle() {
   done
 }
 
-# hosts_cpu: CPU time (clock ticks) the hosts have used so far: each host's PID 1 (its sshd),
-# with every process it has reaped (the sessions and all they ran, each level waits for its
-# children), from /proc/PID/stat (utime + stime + cutime + cstime).  A row's host CPU is the
-# difference across it, read once its sessions have ended.
+# hosts_cpu: CPU time (clock ticks) the hosts have used so far: every process of each host's
+# tree (its PID 1, sshd, the sessions and all they ran), from /proc/PID/stat.  utime + stime +
+# cutime + cstime summed over the live processes counts each process that ever ran in the
+# tree exactly once: a dead one is in the cutime/cstime of the process that reaped it.  A
+# row's host CPU is the difference across it, read once its sessions have ended.
 hosts_cpu() {
-  local t=0 f p c st
-  local -a fs
-  for f in "$TESTBED_STATE"/hosts/*/pid; do
-    read -r p 2>/dev/null <"$f" || continue
-    read -r c _ 2>/dev/null <"/proc/$p/task/$p/children" || continue
-    st=$(cat "/proc/$c/stat" 2>/dev/null) || continue
-    read -r -a fs <<<"${st##*) }"
-    t=$((t + fs[11] + fs[12] + fs[13] + fs[14]))
-  done
-  echo "$t"
+  python3 - "$TESTBED_STATE" <<'PY'
+import glob, os, sys
+children, ticks = {}, {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        st = open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    f = st[st.rindex(")") + 2:].split()
+    children.setdefault(int(f[1]), []).append(int(d))
+    ticks[int(d)] = sum(int(x) for x in f[11:15])
+total, todo = 0, []
+for pf in glob.glob(f"{sys.argv[1]}/hosts/*/pid"):
+    try:
+        todo.extend(children.get(int(open(pf).read().split()[0]), []))
+    except (OSError, ValueError, IndexError):
+        pass
+while todo:
+    p = todo.pop()
+    total += ticks.get(p, 0)
+    todo.extend(children.get(p, []))
+print(total)
+PY
 }
-# hosts_cpu_after NAME BEFORE: waits until no host has a session left (bounded: 10 s), then
-# writes the hosts' CPU used since BEFORE to NAME.hcpu.
+# hosts_sessions: processes in the hosts' trees beyond their PID 1 and one more (compared
+# with the count when idle, see idle_sessions).
+hosts_sessions() {
+  python3 - "$TESTBED_STATE" <<'PY'
+import glob, os, sys
+children = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            st = open(f"/proc/{d}/stat").read()
+        except OSError:
+            continue
+        children.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+n = 0
+for pf in glob.glob(f"{sys.argv[1]}/hosts/*/pid"):
+    try:
+        todo = list(children.get(int(open(pf).read().split()[0]), []))
+    except (OSError, ValueError, IndexError):
+        continue
+    size = 0
+    while todo:
+        p = todo.pop()
+        size += 1
+        todo.extend(children.get(p, []))
+    n += max(size - 2, 0)
+print(n)
+PY
+}
+# hosts_cpu_after NAME BEFORE: waits until the hosts' sessions have ended (bounded: 10 s),
+# then writes the hosts' CPU used since BEFORE to NAME.hcpu.
 hosts_cpu_after() {
-  local n f p c
-  for _ in $(seq 1 100); do
-    n=0
-    for f in "$TESTBED_STATE"/hosts/*/pid; do
-      read -r p 2>/dev/null <"$f" || continue
-      read -r c _ 2>/dev/null <"/proc/$p/task/$p/children" || continue
-      [ -s "/proc/$c/task/$c/children" ] && n=$((n + 1))
-    done
-    [ "$n" -eq 0 ] && break
-    sleep 0.1
+  local n
+  for _ in $(seq 1 50); do
+    n=$(hosts_sessions)
+    [ "$n" -le "$idle_sessions" ] && break
+    sleep 0.2
   done
   echo $(($(hosts_cpu) - $2)) >"$work/$1.hcpu"
 }
