@@ -175,9 +175,6 @@ timeout 600 "$ansible_bin" all -m ping -f "$CONCURRENCY" -o >"$work/ansible-ping
 close_masters
 
 # ------------------------------------------------------------------------------- measuring
-# What the hosts run when no session is open (their init and sshd listener, any daemon).
-sleep 2
-idle_sessions=$(hosts_sessions)
 # settle: let the previous step's processes finish (up to 30 s until at most 2 tasks are
 # runnable), so each row starts on a machine as quiet as it gets.
 settle() {
@@ -309,6 +306,10 @@ measure() {
   # Ansible's masters keep their sessions open: its row is read once they are closed.
   [ "$name" = ansible ] || hosts_cpu_after "$name" "$hcpu0"
 }
+
+# What the hosts run when no session is open (their init and sshd listener, any daemon).
+sleep 2
+idle_sessions=$(hosts_sessions)
 
 # ours
 log "measuring ours: facts_fanout --concurrency $CONCURRENCY"
