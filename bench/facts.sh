@@ -418,6 +418,7 @@ if [ "$E2E" != 0 ]; then
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu0=$((st[11] + st[12]))
   hcpu0=$(hosts_cpu)
+  read -r -a stat0 </proc/stat
   t0=$(now)
   xargs -P "$E2E_CONCURRENCY" -I{} curl -s "${curl_auth[@]}" -o /dev/null -w '%{http_code}\n' --max-time 30 -X PUT \
     -H 'Content-Type: application/json' --data-binary @"$work/body.json" "$base/api/v0/host/{}" \
@@ -437,16 +438,22 @@ print(" ".join(f"{k}={v}" for k, v in sorted(c.items())))' || echo "unanswered")
     sleep 0.25
   done
   t1=$(now)
+  read -r -a stat1 </proc/stat
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu1=$((st[11] + st[12]))
   curl -sf --max-time 10 "$base/metrics" >"$work/metrics.txt" || : >"$work/metrics.txt"
   hosts_cpu_after e2e "$hcpu0"
   python3 - "$HOSTS" "$t0" "$t_put" "$t1" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$done_all" "$summary" \
-    "$work/metrics.txt" "$work/ansible.m" "$work/openssh.m" "$PROFILE" "$E2E_CONCURRENCY" "$(nproc)" <<'PY'
+    "$work/metrics.txt" "$work/ansible.m" "$work/openssh.m" "$PROFILE" "$E2E_CONCURRENCY" "$(nproc)" "${stat0[*]}" "${stat1[*]}" <<'PY'
 import sys
 n, t0, tp, t1, ticks, hz, done, summary = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1", sys.argv[8]
 metrics, ansible_m, openssh_m, profile, conc = sys.argv[9:14]
 cores = int(sys.argv[14])
+# The whole machine's CPU over the run (/proc/stat "cpu" line: user nice system idle iowait
+# irq softirq steal ...), to tell a wall spent waiting from one spent sharing the cores.
+s0, s1 = ([int(x) for x in a.split()[1:9]] for a in sys.argv[15:17])
+d = [b - a for a, b in zip(s0, s1)]
+busy_s, all_s = (sum(d) - d[3] - d[4]) / hz, sum(d) / hz
 hcpu = int(open(metrics[: -len("metrics.txt")] + "e2e.hcpu").read()) / hz
 openssh_hcpu = int(open(openssh_m[:-2] + ".hcpu").read()) / hz
 openssh_cpu = sum(map(float, open(openssh_m).read().split()[1:3]))  # its ssh clients
@@ -485,6 +492,8 @@ floor = (hcpu + ticks / hz) / cores
 print(f"  host CPU {hcpu:.2f} s = {hcpu / n * 1000:.1f} ms/host (openssh facts row: {openssh_hcpu / n * 1000:.1f} ms/host);"
       f" floor (host + server CPU over {cores} cores) {floor:.2f} s, the wall is {el / floor:.2f}x of it;"
       f" the openssh row's floor {(openssh_hcpu + openssh_cpu) / cores:.2f} s")
+print(f"  machine: {busy_s / all_s * 100:.0f}% of its {cores} cores busy over the run ({busy_s:.2f} core-s),"
+      f" {(hcpu + ticks / hz) / busy_s * 100:.0f}% of that the hosts and the server")
 print(f"  vs the rows above: ansible -m setup (facts only) {ansible / el:.1f}x slower; openssh facts fan-out {el / openssh:.2f}x of its wall")
 def verdict(b): return "MET" if b and done else "NOT MET"
 print(f"target >= 10x faster than ansible    ({ansible / el:.1f}x): {verdict(ansible / el >= 10)}")
