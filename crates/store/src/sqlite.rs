@@ -496,7 +496,8 @@ fn apply_batch(
             }
         };
         // Some failures (I/O, disk full) make SQLite roll back the whole transaction: then
-        // nothing of this batch can be committed, including what was answered as applied.
+        // nothing of this batch can be committed, not even the transactions applied before
+        // this one (none of them has been answered yet).
         if tx.is_autocommit() {
             return Err(match result {
                 Err(e) => e,
