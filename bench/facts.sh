@@ -81,7 +81,8 @@ else
   fi
   ansible_bin=$VENV/bin/ansible
 fi
-ansible_version=$("$ansible_bin" --version | head -1)
+# sed reads to the end: head would close the pipe early and ansible dies of EPIPE (pipefail)
+ansible_version=$("$ansible_bin" --version | sed -n 1p)
 
 log "building ($PROFILE): facts_fanout example, commissaire-server"
 cargo build "${profile_flag[@]}" -q -p commissaire-remote --example facts_fanout
@@ -186,6 +187,78 @@ settle() {
   done
 }
 
+# hosts_cpu: CPU time (clock ticks) the hosts have used so far: every process of each host's
+# tree (its PID 1, sshd, the sessions and all they ran), from /proc/PID/stat.  utime + stime +
+# cutime + cstime summed over the live processes counts each process that ever ran in the
+# tree exactly once: a dead one is in the cutime/cstime of the process that reaped it.  A
+# row's host CPU is the difference across it, read once its sessions have ended.
+hosts_cpu() {
+  python3 - "$TESTBED_STATE" <<'PY'
+import glob, os, sys
+children, ticks = {}, {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        st = open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    f = st[st.rindex(")") + 2:].split()
+    children.setdefault(int(f[1]), []).append(int(d))
+    ticks[int(d)] = sum(int(x) for x in f[11:15])
+total, todo = 0, []
+for pf in glob.glob(f"{sys.argv[1]}/hosts/*/pid"):
+    try:
+        todo.extend(children.get(int(open(pf).read().split()[0]), []))
+    except (OSError, ValueError, IndexError):
+        pass
+while todo:
+    p = todo.pop()
+    total += ticks.get(p, 0)
+    todo.extend(children.get(p, []))
+print(total)
+PY
+}
+# hosts_sessions: processes in the hosts' trees beyond their PID 1 and one more (compared
+# with the count when idle, see idle_sessions).
+hosts_sessions() {
+  python3 - "$TESTBED_STATE" <<'PY'
+import glob, os, sys
+children = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            st = open(f"/proc/{d}/stat").read()
+        except OSError:
+            continue
+        children.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+n = 0
+for pf in glob.glob(f"{sys.argv[1]}/hosts/*/pid"):
+    try:
+        todo = list(children.get(int(open(pf).read().split()[0]), []))
+    except (OSError, ValueError, IndexError):
+        continue
+    size = 0
+    while todo:
+        p = todo.pop()
+        size += 1
+        todo.extend(children.get(p, []))
+    n += max(size - 2, 0)
+print(n)
+PY
+}
+# hosts_cpu_after NAME BEFORE: waits until the hosts' sessions have ended (bounded: 10 s),
+# then writes the hosts' CPU used since BEFORE to NAME.hcpu.
+hosts_cpu_after() {
+  local n
+  for _ in $(seq 1 50); do
+    n=$(hosts_sessions)
+    [ "$n" -le "$idle_sessions" ] && break
+    sleep 0.2
+  done
+  echo $(($(hosts_cpu) - $2)) >"$work/$1.hcpu"
+}
+
 # measure NAME INPUT CMD... : runs CMD (stdin from INPUT) in its own session under
 # /usr/bin/time, bounded by RUN_TIMEOUT; writes NAME.out/.err and NAME.m:
 # "wall user sys maxrss_kib peak_sum_rss_kib rc load1".
@@ -201,6 +274,7 @@ measure() {
   local name=$1 input=$2 pid peak=0 s rc deadline load1 t0 t1 user sys maxrss
   shift 2
   settle
+  hcpu0=$(hosts_cpu)
   load1=$(awk '{ split($4, r, "/"); printf "%s(%d)", $1, r[1] - 1 }' /proc/loadavg) # 1-min load(runnable now)
   # shellcheck disable=SC2016 # $0 and $@ belong to the inner sh
   setsid sh -c 'date +%s.%N >"$0.t0"; "$@"; rc=$?; date +%s.%N >"$0.t1"; exit $rc' "$work/$name" \
@@ -229,7 +303,13 @@ measure() {
   read -r _ user sys maxrss <<<"$(tail -1 "$work/$name.time" 2>/dev/null)" || true
   [[ ${maxrss:-} =~ ^[0-9]+$ ]] || { user=0 sys=0 maxrss=0; }
   echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') $user $sys $maxrss $peak $rc $load1" >"$work/$name.m"
+  # Ansible's masters keep their sessions open: its row is read once they are closed.
+  [ "$name" = ansible ] || hosts_cpu_after "$name" "$hcpu0"
 }
+
+# What the hosts run when no session is open (their init and sshd listener, any daemon).
+sleep 2
+idle_sessions=$(hosts_sessions)
 
 # ours
 log "measuring ours: facts_fanout --concurrency $CONCURRENCY"
@@ -266,33 +346,36 @@ for s in "$cpdir"/*; do
 done
 masters_cpu_s=$(awk -v t="$masters_cpu" -v hz="$ticks" 'BEGIN { printf "%.2f", t / hz }')
 close_masters
+hosts_cpu_after ansible "$hcpu0"
 
 # ------------------------------------------------------------------------------- the table
 echo
 echo "facts from $HOSTS testbed hosts ($flavours), $CONCURRENCY at a time"
 echo "ours, self-reported (getrusage): $ours_json"
 echo "machine: $(nproc) cores shared by the controller and all $HOSTS hosts; $ansible_version; $(ssh -V 2>&1)"
-python3 - "$HOSTS" "$masters_cpu_s" "$work/ours.m" "$ours_ok" "$work/ansible.m" "$ansible_ok" "$work/openssh.m" "$openssh_ok" <<'PY'
+python3 - "$HOSTS" "$masters_cpu_s" "$work/ours.m" "$ours_ok" "$work/ansible.m" "$ansible_ok" "$work/openssh.m" "$openssh_ok" "$ticks" <<'PY'
 import sys
-hosts, masters = int(sys.argv[1]), float(sys.argv[2])
+hosts, masters, hz = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[9])
 rows = {}
 for name, mfile, ok in zip(("ours", "ansible", "openssh"), sys.argv[3::2], sys.argv[4::2]):
     wall, user, sys_, maxrss, peak, rc, load1 = open(mfile).read().split()
     cpu = float(user) + float(sys_)
     if name == "ansible":
         cpu += masters
-    rows[name] = dict(wall=float(wall), cpu=cpu, maxrss=int(maxrss), peak=int(peak), rc=int(rc), ok=int(ok), load=load1)
+    hcpu = int(open(mfile[:-2] + ".hcpu").read()) / hz
+    rows[name] = dict(wall=float(wall), cpu=cpu, maxrss=int(maxrss), peak=int(peak), rc=int(rc), ok=int(ok), load=load1, hcpu=hcpu)
 labels = {
     "ours": "ours (russh, facts_fanout)",
     "ansible": "ansible -m setup -f 50",
     "openssh": "xargs -P 50 ssh (same script)",
 }
 def mib(k): return f"{k / 1024:.1f} MiB"
-print(f"{'':31}{'ok':>8}{'wall':>9}{'CPU/host':>11}{'max RSS':>13}{'sum RSS':>13}")
-print(f"{'':31}{'':>8}{'':>9}{'':>11}{'(1 proc)':>13}{'(sampled)':>13}")
+print(f"{'':31}{'ok':>8}{'wall':>9}{'CPU/host':>11}{'max RSS':>13}{'sum RSS':>13}{'host CPU':>11}")
+print(f"{'':31}{'':>8}{'':>9}{'':>11}{'(1 proc)':>13}{'(sampled)':>13}{'per host':>11}")
 for n, r in rows.items():
     print(f"{labels[n]:31}{str(r['ok']) + '/' + str(hosts):>8}{r['wall']:>8.2f}s"
-          f"{r['cpu'] / hosts * 1000:>9.1f}ms{mib(r['maxrss']):>13}{mib(r['peak']) if r['peak'] else '-':>13}")
+          f"{r['cpu'] / hosts * 1000:>9.1f}ms{mib(r['maxrss']):>13}{mib(r['peak']) if r['peak'] else '-':>13}"
+          f"{r['hcpu'] / hosts * 1000:>9.1f}ms")
 o = rows["ours"]
 print()
 for n in ("ansible", "openssh"):
@@ -334,6 +417,8 @@ if [ "$E2E" != 0 ]; then
   printf '{"ssh_priv_key": "%s"}' "$(base64 -w0 "$key")" >"$work/body.json"
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu0=$((st[11] + st[12]))
+  hcpu0=$(hosts_cpu)
+  read -r -a stat0 </proc/stat
   t0=$(now)
   xargs -P "$E2E_CONCURRENCY" -I{} curl -s "${curl_auth[@]}" -o /dev/null -w '%{http_code}\n' --max-time 30 -X PUT \
     -H 'Content-Type: application/json' --data-binary @"$work/body.json" "$base/api/v0/host/{}" \
@@ -353,19 +438,31 @@ print(" ".join(f"{k}={v}" for k, v in sorted(c.items())))' || echo "unanswered")
     sleep 0.25
   done
   t1=$(now)
+  read -r -a stat1 </proc/stat
   read -r -a st <<<"$(cut -d')' -f2- "/proc/$server_pid/stat")"
   cpu1=$((st[11] + st[12]))
   curl -sf --max-time 10 "$base/metrics" >"$work/metrics.txt" || : >"$work/metrics.txt"
+  hosts_cpu_after e2e "$hcpu0"
   python3 - "$HOSTS" "$t0" "$t_put" "$t1" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$done_all" "$summary" \
-    "$work/metrics.txt" "$work/ansible.m" "$work/openssh.m" "$PROFILE" "$E2E_CONCURRENCY" <<'PY'
+    "$work/metrics.txt" "$work/ansible.m" "$work/openssh.m" "$PROFILE" "$E2E_CONCURRENCY" "$(nproc)" "${stat0[*]}" "${stat1[*]}" <<'PY'
 import sys
 n, t0, tp, t1, ticks, hz, done, summary = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1", sys.argv[8]
 metrics, ansible_m, openssh_m, profile, conc = sys.argv[9:14]
-def total(name):
-    # Sum of a counter or histogram count over its labels (Prometheus text format).
+cores = int(sys.argv[14])
+# The whole machine's CPU over the run (/proc/stat "cpu" line: user nice system idle iowait
+# irq softirq steal ...), to tell a wall spent waiting from one spent sharing the cores.
+s0, s1 = ([int(x) for x in a.split()[1:9]] for a in sys.argv[15:17])
+d = [b - a for a, b in zip(s0, s1)]
+busy_s, all_s = (sum(d) - d[3] - d[4]) / hz, sum(d) / hz
+hcpu = int(open(metrics[: -len("metrics.txt")] + "e2e.hcpu").read()) / hz
+openssh_hcpu = int(open(openssh_m[:-2] + ".hcpu").read()) / hz
+openssh_cpu = sum(map(float, open(openssh_m).read().split()[1:3]))  # its ssh clients
+def total(name, label=""):
+    # Sum of a counter or histogram count over its labels (Prometheus text format), only
+    # the series carrying `label` (e.g. op="txn") when given.
     t = 0.0
     for line in open(metrics):
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
             t += float(line.rsplit(" ", 1)[1])
     return t
 el = t1 - t0
@@ -376,14 +473,27 @@ print(f"end to end ({profile} server, basic auth, {conc} PUTs at a time): PUT {n
 print(f"  PUTs done after {tp - t0:.2f} s; {'all disassociated' if done else 'NOT all disassociated (' + summary + ')'} after {el:.2f} s")
 print(f"  throughput {n / el:.1f} hosts/s ({el / n * 1000:.0f} ms of wall per host); server CPU {ticks / hz:.2f} s = {cpu_ms:.1f} ms/host")
 print(f"  SSH per host: {conns / n:.2f} connections, {execs / n:.2f} exec channels (server /metrics)")
-def mean_ms(name):
-    c = total(name + "_count")
-    return f"{total(name + '_sum') / c * 1000:.0f} ms" if c else "-"
+def mean_ms(name, label=""):
+    c = total(name + "_count", label)
+    return f"{total(name + '_sum', label) / c * 1000:.0f} ms" if c else "-"
 # Where the time went, per host (means; they overlap, 32 investigations run at once).
 print(f"  per host (mean): investigation {mean_ms('commissaire_investigation_duration_seconds')}"
       f" = connect {mean_ms('commissaire_ssh_connect_duration_seconds')}"
       f" + execs {mean_ms('commissaire_ssh_exec_duration_seconds')} each (facts, bootstrap)"
       f" + store; bootstrap {mean_ms('commissaire_bootstrap_duration_seconds')}")
+txns, commits = total("commissaire_store_write_txns_total"), total("commissaire_store_commits_total")
+txn_label = 'op="txn"'
+if txns:
+    print(f"  store: {txns / n:.1f} write transactions per host in {commits:.0f} commits (group commit: {txns / commits if commits else 0:.1f} per fsync); "
+          f"txn latency {mean_ms('commissaire_store_request_duration_seconds', txn_label)} mean")
+# The machine's floor: the hosts and the server share its cores, so the wall cannot be less
+# than their CPU spread over all cores (other work on the machine only adds to it).
+floor = (hcpu + ticks / hz) / cores
+print(f"  host CPU {hcpu:.2f} s = {hcpu / n * 1000:.1f} ms/host (openssh facts row: {openssh_hcpu / n * 1000:.1f} ms/host);"
+      f" floor (host + server CPU over {cores} cores) {floor:.2f} s, the wall is {el / floor:.2f}x of it;"
+      f" the openssh row's floor {(openssh_hcpu + openssh_cpu) / cores:.2f} s")
+print(f"  machine: {busy_s / all_s * 100:.0f}% of its {cores} cores busy over the run ({busy_s:.2f} core-s),"
+      f" {(hcpu + ticks / hz) / busy_s * 100:.0f}% of that the hosts and the server")
 print(f"  vs the rows above: ansible -m setup (facts only) {ansible / el:.1f}x slower; openssh facts fan-out {el / openssh:.2f}x of its wall")
 def verdict(b): return "MET" if b and done else "NOT MET"
 print(f"target >= 10x faster than ansible    ({ansible / el:.1f}x): {verdict(ansible / el >= 10)}")

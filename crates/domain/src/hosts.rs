@@ -335,26 +335,55 @@ pub async fn apply(
     address: &str,
     event: Event,
 ) -> DomainResult<Option<Outcome>> {
+    apply_after_first_contact(store, address, event, None).await
+}
+
+/// [`apply`] for the first event after a worker's first SSH contact with a host: the host key
+/// it presented (`first_key`) is recorded in the same transaction, only if none is recorded
+/// yet (as [`record_first_key`]), so first contact costs one store write instead of two.
+/// Nothing is recorded when the host no longer exists.
+pub async fn apply_after_first_contact(
+    store: &dyn Store,
+    address: &str,
+    event: Event,
+    first_key: Option<&TrustedHostKey>,
+) -> DomainResult<Option<Outcome>> {
     let event = &event;
-    transact(store, &format!("host {address}"), || async move {
+    let (outcome, key_recorded) = transact(store, &format!("host {address}"), || async move {
         let Some(current) = get_json::<Host>(store, &host_key(address)).await? else {
-            return Ok(Plan::Done(None));
+            return Ok(Plan::Done((None, false)));
         };
         let outcome = lifecycle::apply(&current.value, event, &now_timestamp())
             .map_err(|e| DomainError::NotReady(e.to_string()))?;
-        if outcome.host == current.value {
-            return Ok(Plan::Done(Some(outcome)));
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        if let Some(key) = first_key {
+            let rk = host_key_record_key(address);
+            // Another worker may have recorded one first: its choice stands.
+            if store.get(&rk).await?.is_none() {
+                compares.push(Compare::Absent(rk.clone()));
+                ops.push(put_json(&rk, key));
+            }
         }
-        Ok(Plan::write(
-            vec![Compare::ModRevision(
-                host_key(address),
-                current.mod_revision,
-            )],
-            vec![put_json(&host_key(address), &outcome.host)],
-            Some(outcome),
-        ))
+        let key_recorded = !ops.is_empty();
+        if outcome.host != current.value {
+            ops.push(put_json(&host_key(address), &outcome.host));
+        }
+        if ops.is_empty() {
+            return Ok(Plan::Done((Some(outcome), false)));
+        }
+        // Also when only the key is written: a host deleted meanwhile gets no key record.
+        compares.push(Compare::ModRevision(
+            host_key(address),
+            current.mod_revision,
+        ));
+        Ok(Plan::write(compares, ops, (Some(outcome), key_recorded)))
     })
-    .await
+    .await?;
+    if let Some(key) = first_key.filter(|_| key_recorded) {
+        tracing::info!(address, fingerprint = %key.fingerprint, "host key trusted on first use");
+    }
+    Ok(outcome)
 }
 
 /// Records the boot id and check time of a host seen during a rolling operation (not a state
@@ -377,4 +406,101 @@ pub async fn record_contact(store: &dyn Store, address: &str, boot_id: &str) -> 
         ))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::HostFacts;
+    use model::{FailureKind, HostState};
+    use std::sync::Arc;
+
+    fn key(fingerprint: &str) -> TrustedHostKey {
+        TrustedHostKey {
+            address: "10.0.0.1".into(),
+            key: format!("ssh-ed25519 AAAA{fingerprint}"),
+            fingerprint: fingerprint.into(),
+            trusted_at: now_timestamp(),
+        }
+    }
+
+    async fn store_with_host() -> (Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let host = Host::new("10.0.0.1".into());
+        store
+            .txn(vec![], vec![put_json(&host_key("10.0.0.1"), &host)])
+            .await
+            .unwrap();
+        (store, dir)
+    }
+
+    async fn trusted(store: &dyn Store) -> Option<String> {
+        get_json::<TrustedHostKey>(store, &host_key_record_key("10.0.0.1"))
+            .await
+            .unwrap()
+            .map(|k| k.value.fingerprint)
+    }
+
+    #[tokio::test]
+    async fn first_contact_records_the_key_with_the_facts_in_one_write() {
+        let (store, _dir) = store_with_host().await;
+        let s = store.as_ref();
+        let before = s.revision().await.unwrap();
+        let facts = Event::FactsGathered(HostFacts {
+            os: "fedora".into(),
+            ..HostFacts::default()
+        });
+        let out = apply_after_first_contact(s, "10.0.0.1", facts, Some(&key("SHA256:one")))
+            .await
+            .unwrap()
+            .expect("host exists");
+        assert_eq!(out.host.status, HostState::Bootstrapping);
+        assert_eq!(trusted(s).await.as_deref(), Some("SHA256:one"));
+        assert_eq!(s.revision().await.unwrap(), before + 1, "one write");
+        assert_eq!(load(s, "10.0.0.1").await.unwrap().value.os, "fedora");
+    }
+
+    #[tokio::test]
+    async fn a_key_recorded_first_by_another_worker_stands() {
+        let (store, _dir) = store_with_host().await;
+        let s = store.as_ref();
+        record_first_key(s, &key("SHA256:theirs")).await.unwrap();
+        let failed = Event::Failed(FailureKind::Facts, "gathering facts: timed out".into());
+        let out = apply_after_first_contact(s, "10.0.0.1", failed, Some(&key("SHA256:mine")))
+            .await
+            .unwrap()
+            .expect("host exists");
+        assert_eq!(out.host.status, HostState::Failed);
+        assert_eq!(out.host.status_reason, "gathering facts: timed out");
+        assert_eq!(trusted(s).await.as_deref(), Some("SHA256:theirs"));
+    }
+
+    #[tokio::test]
+    async fn a_failure_on_first_contact_still_records_the_key() {
+        let (store, _dir) = store_with_host().await;
+        let s = store.as_ref();
+        let failed = Event::Failed(FailureKind::Facts, "gathering facts: exit 1".into());
+        apply_after_first_contact(s, "10.0.0.1", failed, Some(&key("SHA256:one")))
+            .await
+            .unwrap();
+        assert_eq!(
+            load(s, "10.0.0.1").await.unwrap().value.status,
+            HostState::Failed
+        );
+        assert_eq!(trusted(s).await.as_deref(), Some("SHA256:one"));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_host_gets_no_key_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let facts = Event::FactsGathered(HostFacts::default());
+        let out = apply_after_first_contact(&store, "10.0.0.1", facts, Some(&key("SHA256:one")))
+            .await
+            .unwrap();
+        assert!(out.is_none());
+        assert_eq!(trusted(&store).await, None);
+    }
 }

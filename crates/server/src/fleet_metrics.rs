@@ -109,6 +109,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Latency of store calls (get, list, txn, revision, watch, health), by outcome",
     ),
     (
+        "commissaire_store_write_txns_total",
+        "Write transactions handled by the embedded (SQLite) store's writer, applied or not",
+    ),
+    (
+        "commissaire_store_commits_total",
+        "Commits (fsyncs) of the embedded (SQLite) store: write transactions that queue up meanwhile share one",
+    ),
+    (
         "commissaire_change_feed_subscribers",
         "Open subscriptions to the change feed (GET /api/v0/events streams)",
     ),

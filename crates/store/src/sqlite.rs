@@ -3,18 +3,23 @@
 //! The layout mirrors etcd so both backends behave the same: a `kv` table with create/modify
 //! revisions, a global revision that grows by one per write transaction, and a `log` table of
 //! every change that makes `watch` from an old revision possible. The log keeps the last
-//! [`LOG_RETENTION`] revisions. Writes are serialized on one connection; reads use a small pool
-//! of their own connections, which WAL lets run beside the writer. SQLite calls block, so they
-//! run on tokio's blocking pool.
+//! [`LOG_RETENTION`] revisions. Writes are serialized on one connection owned by a writer
+//! thread, which commits the transactions that queue up meanwhile as one batch (group commit:
+//! one fsync for many writers, each still answered only once its write is durable); reads use
+//! a small pool of their own connections, which WAL lets run beside the writer, on tokio's
+//! blocking pool (SQLite calls block).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
@@ -26,6 +31,9 @@ use crate::{
 pub const LOG_RETENTION: i64 = 100_000;
 /// Compaction runs when the revision is a multiple of this.
 const COMPACT_EVERY: i64 = 1_000;
+/// Most write transactions committed together. Bounds the time the first of a batch waits
+/// for the others to be applied; a few hundred small transactions take milliseconds.
+const MAX_BATCH: usize = 256;
 const READERS: usize = 4;
 /// Bytes of values read from the log at once when a watch replays history (a page ends at
 /// the first revision boundary past it).
@@ -42,11 +50,27 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    // Write transactions for the writer thread (`None` only while the store is dropped).
+    requests: Option<std_mpsc::Sender<WriteRequest>>,
+    writer: Option<JoinHandle<()>>,
+    // Commits made by the writer thread (see `SqliteStore::commits`).
+    commits: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
     changes: broadcast::Sender<Arc<Vec<Event>>>,
     // Held for the life of the store so a second process cannot open the same file.
     _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer thread; waiting for it closes the write
+        // connection before the file lock is released, so the next owner of the data
+        // directory (e.g. a restarted server) can open it at once.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Errors that can end a store call, and whether they mean the database is held by another
@@ -136,10 +160,20 @@ impl SqliteStore {
             .map(|_| open_connection(path))
             .collect::<Result<Vec<_>, _>>()?;
         let (changes, _) = broadcast::channel(1024);
+        let (requests, queue) = std_mpsc::channel();
+        let feed = changes.clone();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = commits.clone();
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, queue, feed, &counted))
+            .map_err(backend)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                writer: Mutex::new(writer),
+                requests: Some(requests),
+                writer: Some(writer),
+                commits,
                 readers: Mutex::new(readers),
                 changes,
                 _lock: lock,
@@ -150,6 +184,13 @@ impl SqliteStore {
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Commits (each one fsync of the write-ahead log) made since the store was opened. With
+    /// concurrent writers this is less than the number of write transactions: those queued
+    /// while a commit is under way are committed together by the next one.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -328,17 +369,166 @@ fn read_log_page(
     Ok((out, to + 1))
 }
 
-fn apply_txn(
+/// One write transaction waiting for the writer thread, with where to send its outcome.
+struct WriteRequest {
+    compares: Vec<Compare>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<StoreResult<TxnOutcome>>,
+}
+
+/// What one transaction of a batch did, before the batch is committed.
+enum Applied {
+    /// A compare did not hold: nothing written.
+    CompareFailed,
+    /// Every compare held but nothing changed (no ops, or deletes of missing keys): no new
+    /// revision.
+    Unchanged,
+    /// Written as the next revision, with these changes.
+    Changed(Vec<Event>),
+}
+
+/// The writer thread: takes the transactions waiting in `requests` (as many as have queued
+/// up while the previous batch was being committed, at most [`MAX_BATCH`]) and commits them
+/// together (group commit), so concurrent writers share one fsync instead of queueing for
+/// one each. Every transaction still gets its own revision, its compares are evaluated
+/// against the writes of the transactions before it in the batch, and it is answered only
+/// once the batch is durable. Ends when every sender is gone (the store was dropped).
+fn writer_loop(
+    mut conn: Connection,
+    requests: std_mpsc::Receiver<WriteRequest>,
+    changes: broadcast::Sender<Arc<Vec<Event>>>,
+    commits: &AtomicU64,
+) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|r| ((r.compares, r.ops), r.reply))
+            .unzip();
+        match apply_batch(&mut conn, &commands) {
+            Ok((results, committed)) => {
+                if committed {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("commissaire_store_commits_total").increment(1);
+                }
+                metrics::counter!("commissaire_store_write_txns_total")
+                    .increment(results.len() as u64);
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let answer = result.map(|(outcome, events)| {
+                        if !events.is_empty() {
+                            // Sent by this one thread, batch after batch, so watchers see
+                            // revisions in order.
+                            let _ = changes.send(Arc::new(events));
+                        }
+                        outcome
+                    });
+                    // The caller may have gone away (its request was cancelled); the write
+                    // stands either way, as it would have without the queue.
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let unavailable = matches!(e, StoreError::Unavailable(_));
+                for reply in replies {
+                    let _ = reply.send(Err(if unavailable {
+                        StoreError::Unavailable(reason.clone())
+                    } else {
+                        StoreError::Backend(reason.clone())
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch of transactions in one SQLite transaction and commits it once.
+///
+/// Each transaction runs inside its own savepoint: one whose compares fail, that changes
+/// nothing, or that meets an error is rolled back to its savepoint and the others are
+/// unaffected, exactly as if they had been committed one by one in this order. The outer
+/// `Err` means the batch as a whole was not committed (nothing of it was written); with `Ok`,
+/// the flag tells whether anything was (a batch that changed nothing is not committed).
+#[allow(clippy::type_complexity)]
+fn apply_batch(
     conn: &mut Connection,
-    compares: &[Compare],
-    ops: &[Op],
-) -> StoreResult<(TxnOutcome, Vec<Event>)> {
-    let tx = conn
+    batch: &[(Vec<Compare>, Vec<Op>)],
+) -> StoreResult<(Vec<StoreResult<(TxnOutcome, Vec<Event>)>>, bool)> {
+    let mut tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(backend)?;
-    let rev = current_revision(&tx)?;
+    let start = current_revision(&tx)?;
+    let mut rev = start;
+    let mut results = Vec::with_capacity(batch.len());
+    for (compares, ops) in batch {
+        let sp = tx.savepoint().map_err(backend)?;
+        let applied = apply_txn(&sp, compares, ops, rev);
+        let result = match applied {
+            Ok(Applied::Changed(events)) => {
+                sp.commit().map_err(backend)?;
+                rev += 1;
+                Ok((
+                    TxnOutcome {
+                        succeeded: true,
+                        revision: rev,
+                    },
+                    events,
+                ))
+            }
+            other => {
+                // Undo whatever this transaction wrote; the batch goes on without it.
+                sp.finish().map_err(backend)?;
+                other.map(|a| {
+                    (
+                        TxnOutcome {
+                            succeeded: !matches!(a, Applied::CompareFailed),
+                            revision: rev,
+                        },
+                        vec![],
+                    )
+                })
+            }
+        };
+        // Some failures (I/O, disk full) make SQLite roll back the whole transaction: then
+        // nothing of this batch can be committed, not even the transactions applied before
+        // this one (none of them has been answered yet).
+        if tx.is_autocommit() {
+            return Err(match result {
+                Err(e) => e,
+                Ok(_) => backend("the write transaction was rolled back by SQLite"),
+            });
+        }
+        results.push(result);
+    }
+    if rev == start {
+        // Nothing changed: no commit, no fsync.
+        tx.rollback().map_err(backend)?;
+        return Ok((results, false));
+    }
+    tx.execute("UPDATE meta SET value=?1 WHERE name='revision'", [rev])
+        .map_err(backend)?;
+    tx.commit().map_err(backend)?;
+    Ok((results, true))
+}
+
+/// Checks one transaction's compares and applies its ops as revision `rev + 1`, on a
+/// connection inside a savepoint that the caller releases or rolls back.
+fn apply_txn(
+    conn: &Connection,
+    compares: &[Compare],
+    ops: &[Op],
+    rev: Revision,
+) -> StoreResult<Applied> {
     let mod_rev_of = |key: &str| -> StoreResult<Option<Revision>> {
-        tx.query_row("SELECT mod_rev FROM kv WHERE key=?1", [key], |r| r.get(0))
+        conn.prepare_cached("SELECT mod_rev FROM kv WHERE key=?1")
+            .map_err(backend)?
+            .query_row([key], |r| r.get(0))
             .optional()
             .map_err(backend)
     };
@@ -348,13 +538,7 @@ fn apply_txn(
             Compare::ModRevision(k, want) => mod_rev_of(k)? == Some(*want),
         };
         if !holds {
-            return Ok((
-                TxnOutcome {
-                    succeeded: false,
-                    revision: rev,
-                },
-                vec![],
-            ));
+            return Ok(Applied::CompareFailed);
         }
     }
     let new_rev = rev + 1;
@@ -369,24 +553,26 @@ fn apply_txn(
                 ));
             }
             Op::Put { key, value } => {
-                let created: Option<Revision> = tx
-                    .query_row("SELECT create_rev FROM kv WHERE key=?1", [key], |r| {
-                        r.get(0)
-                    })
+                let created: Option<Revision> = conn
+                    .prepare_cached("SELECT create_rev FROM kv WHERE key=?1")
+                    .map_err(backend)?
+                    .query_row([key], |r| r.get(0))
                     .optional()
                     .map_err(backend)?;
                 // A key put twice in one transaction keeps the first put's creation.
                 let created_now = created.is_none() || created == Some(new_rev);
                 let create_rev = created.unwrap_or(new_rev);
-                tx.execute(
+                conn.prepare_cached(
                     "INSERT OR REPLACE INTO kv(key, value, create_rev, mod_rev) VALUES(?1,?2,?3,?4)",
-                    params![key, value, create_rev, new_rev],
                 )
+                .map_err(backend)?
+                .execute(params![key, value, create_rev, new_rev])
                 .map_err(backend)?;
-                tx.execute(
+                conn.prepare_cached(
                     "INSERT INTO log(rev, idx, key, kind, created, value) VALUES(?1,?2,?3,0,?4,?5)",
-                    params![new_rev, idx, key, created_now as i64, value],
                 )
+                .map_err(backend)?
+                .execute(params![new_rev, idx, key, created_now as i64, value])
                 .map_err(backend)?;
                 events.push(Event {
                     revision: new_rev,
@@ -397,17 +583,22 @@ fn apply_txn(
                 });
             }
             Op::Delete { key } => {
-                let prev: Option<Vec<u8>> = tx
-                    .query_row("SELECT value FROM kv WHERE key=?1", [key], |r| r.get(0))
+                let prev: Option<Vec<u8>> = conn
+                    .prepare_cached("SELECT value FROM kv WHERE key=?1")
+                    .map_err(backend)?
+                    .query_row([key], |r| r.get(0))
                     .optional()
                     .map_err(backend)?;
                 if let Some(prev) = prev {
-                    tx.execute("DELETE FROM kv WHERE key=?1", [key])
+                    conn.prepare_cached("DELETE FROM kv WHERE key=?1")
+                        .map_err(backend)?
+                        .execute([key])
                         .map_err(backend)?;
-                    tx.execute(
+                    conn.prepare_cached(
                         "INSERT INTO log(rev, idx, key, kind, created, value) VALUES(?1,?2,?3,1,0,?4)",
-                        params![new_rev, idx, key, prev],
                     )
+                    .map_err(backend)?
+                    .execute(params![new_rev, idx, key, prev])
                     .map_err(backend)?;
                     events.push(Event {
                         revision: new_rev,
@@ -421,33 +612,16 @@ fn apply_txn(
         }
     }
     if events.is_empty() {
-        // Nothing changed (no ops, or only deletes of missing keys): no new revision.
-        tx.rollback().map_err(backend)?;
-        return Ok((
-            TxnOutcome {
-                succeeded: true,
-                revision: rev,
-            },
-            vec![],
-        ));
+        return Ok(Applied::Unchanged);
     }
-    tx.execute("UPDATE meta SET value=?1 WHERE name='revision'", [new_rev])
-        .map_err(backend)?;
     if new_rev % COMPACT_EVERY == 0 && new_rev > LOG_RETENTION {
         let upto = new_rev - LOG_RETENTION;
-        tx.execute("DELETE FROM log WHERE rev <= ?1", [upto])
+        conn.execute("DELETE FROM log WHERE rev <= ?1", [upto])
             .map_err(backend)?;
-        tx.execute("UPDATE meta SET value=?1 WHERE name='compacted'", [upto])
+        conn.execute("UPDATE meta SET value=?1 WHERE name='compacted'", [upto])
             .map_err(backend)?;
     }
-    tx.commit().map_err(backend)?;
-    Ok((
-        TxnOutcome {
-            succeeded: true,
-            revision: new_rev,
-        },
-        events,
-    ))
+    Ok(Applied::Changed(events))
 }
 
 #[async_trait]
@@ -477,18 +651,20 @@ impl Store for SqliteStore {
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> StoreResult<TxnOutcome> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().map_err(backend)?;
-            let (outcome, events) = apply_txn(&mut conn, &compares, &ops)?;
-            if !events.is_empty() {
-                // Sent while the writer lock is held so watchers see revisions in order.
-                let _ = inner.changes.send(Arc::new(events));
-            }
-            Ok(outcome)
-        })
-        .await
-        .map_err(backend)?
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            compares,
+            ops,
+            reply,
+        };
+        let stopped = || StoreError::Backend("sqlite: the writer thread has stopped".into());
+        self.inner
+            .requests
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(request)
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn revision(&self) -> StoreResult<Revision> {

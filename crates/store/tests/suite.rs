@@ -91,6 +91,7 @@ both!(
     watch_from_now,
     watch_txn_is_one_batch,
     concurrent_compare_and_swap,
+    concurrent_conflicting_txns,
 );
 
 fn put(key: &str, value: &str) -> Op {
@@ -561,6 +562,178 @@ async fn concurrent_compare_and_swap(store: SharedStore) {
     assert_eq!(members, expected);
     // One creation plus one update per other member.
     assert_eq!(kv.mod_revision - kv.create_revision, TASKS as i64 - 1);
+}
+
+/// Writers released at once (on the embedded store they are committed together, in one
+/// group commit): half race to create one key, half write keys of their own. Exactly one racer
+/// wins, the losers see its write and change nothing, every other writer's transaction is
+/// applied, and each applied transaction has a revision of its own.
+async fn concurrent_conflicting_txns(store: SharedStore) {
+    const WRITERS: usize = 64;
+    let before = store.revision().await.expect("revision");
+    let start = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let store = store.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                let me = format!("w{i}");
+                let (compares, ops) = if i % 2 == 0 {
+                    (
+                        vec![Compare::Absent("race/leader".into())],
+                        vec![
+                            put("race/leader", &me),
+                            put(&format!("race/won/{me}"), "yes"),
+                        ],
+                    )
+                } else {
+                    (vec![], vec![put(&format!("race/own/{me}"), &me)])
+                };
+                start.wait().await;
+                (i, store.txn(compares, ops).await.expect("txn"))
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.expect("task"));
+    }
+    let racers: Vec<_> = outcomes.iter().filter(|(i, _)| i % 2 == 0).collect();
+    let winners: Vec<_> = racers.iter().filter(|(_, o)| o.succeeded).collect();
+    assert_eq!(winners.len(), 1, "exactly one racer creates the key");
+    let (winner, won) = winners[0];
+    let leader = store.get("race/leader").await.unwrap().expect("leader");
+    assert_eq!(leader.value, format!("w{winner}").into_bytes());
+    assert_eq!(leader.mod_revision, won.revision);
+    assert_eq!(
+        keys(&store, "race/won/").await,
+        [format!("race/won/w{winner}")]
+    );
+    for (_, lost) in racers.iter().filter(|(_, o)| !o.succeeded) {
+        assert!(
+            lost.revision >= won.revision,
+            "a loser was judged before the winner's write: {} < {}",
+            lost.revision,
+            won.revision
+        );
+    }
+    let own: Vec<_> = outcomes.iter().filter(|(i, _)| i % 2 == 1).collect();
+    assert!(own.iter().all(|(_, o)| o.succeeded));
+    assert_eq!(keys(&store, "race/own/").await.len(), WRITERS / 2);
+    // One revision per applied transaction, none for the losers.
+    let mut applied: Vec<i64> = outcomes
+        .iter()
+        .filter(|(_, o)| o.succeeded)
+        .map(|(_, o)| o.revision)
+        .collect();
+    applied.sort();
+    applied.dedup();
+    assert_eq!(applied.len(), WRITERS / 2 + 1);
+    let after = store.revision().await.expect("revision");
+    assert_eq!(after - before, WRITERS as i64 / 2 + 1);
+    assert_eq!(applied, ((before + 1)..=after).collect::<Vec<_>>());
+}
+
+// ---- sqlite only -----------------------------------------------------------------------
+
+fn sqlite_store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(&dir.path().join("store.db")).expect("open sqlite store");
+    (store, dir)
+}
+
+/// Transactions that fail half-way (a leased put, which the embedded store refuses after the
+/// transaction's first put) sent at the same moment as valid ones: each failing one is answered
+/// with its error and leaves nothing behind, the valid ones are applied with one revision and
+/// one change-feed batch each, and they shared commits (group commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit_isolates_failing_txns() {
+    const WRITERS: usize = 64;
+    let (sqlite, _dir) = sqlite_store();
+    let commits_before = sqlite.commits();
+    let store: SharedStore = Arc::new(sqlite.clone());
+    let before = store.revision().await.unwrap();
+    let mut watch = store.watch("", Some(before + 1)).await.unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|i| {
+            let store = store.clone();
+            let start = start.clone();
+            tokio::spawn(async move {
+                let ops = if i % 2 == 0 {
+                    vec![put(&format!("good/{i}"), "v")]
+                } else {
+                    vec![
+                        put(&format!("bad/{i}"), "v"),
+                        Op::PutLeased {
+                            key: format!("bad/{i}/leased"),
+                            value: b"v".to_vec(),
+                            lease: 7,
+                        },
+                    ]
+                };
+                start.wait().await;
+                (i, store.txn(vec![], ops).await)
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for t in tasks {
+        let (i, out) = t.await.expect("task");
+        if i % 2 == 0 {
+            let out = out.expect("a valid transaction is applied");
+            assert!(out.succeeded);
+            revisions.push(out.revision);
+        } else {
+            let err = out.expect_err("a leased put fails on the embedded store");
+            assert!(err.to_string().contains("no leases"), "{err}");
+        }
+    }
+    assert!(
+        keys(&store, "bad/").await.is_empty(),
+        "a failed transaction left writes behind"
+    );
+    assert_eq!(keys(&store, "good/").await.len(), WRITERS / 2);
+    revisions.sort();
+    let after = store.revision().await.unwrap();
+    assert_eq!(revisions, ((before + 1)..=after).collect::<Vec<_>>());
+    for rev in revisions {
+        let batch = next_batch(&mut watch).await;
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].revision, rev);
+        assert!(batch[0].key.starts_with("good/"), "{}", batch[0].key);
+    }
+    assert_quiet(&mut watch).await;
+    let commits = sqlite.commits() - commits_before;
+    assert!(
+        (1..WRITERS as u64 / 2).contains(&commits),
+        "{} writes released at once took {commits} commits",
+        WRITERS / 2
+    );
+}
+
+/// A write that was answered is on disk: the store can be dropped and the file reopened at
+/// once (the writer has closed its connection and released the lock), with every write there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reopen_right_after_drop_keeps_every_answered_write() {
+    let (sqlite, _dir) = sqlite_store();
+    let path = sqlite.path().to_path_buf();
+    let store: SharedStore = Arc::new(sqlite);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.put(&format!("k/{i}"), b"v".to_vec()).await.unwrap()
+        }));
+    }
+    let mut last = 0;
+    for t in tasks {
+        last = last.max(t.await.unwrap());
+    }
+    drop(store);
+    let reopened: SharedStore = Arc::new(SqliteStore::open(&path).expect("reopen at once"));
+    assert_eq!(keys(&reopened, "k/").await.len(), 20);
+    assert_eq!(reopened.revision().await.unwrap(), last);
 }
 
 // ---- etcd only -------------------------------------------------------------------------

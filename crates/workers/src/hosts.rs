@@ -16,6 +16,16 @@ pub async fn trusted_key(store: &dyn Store, address: &str) -> StoreResult<Option
     )
 }
 
+/// The trusted-key record of the key a host presented on first contact, trusted now.
+pub fn first_use_record(address: &str, key: &remote::HostKey) -> TrustedHostKey {
+    TrustedHostKey {
+        address: address.to_string(),
+        key: key.openssh.clone(),
+        fingerprint: key.fingerprint.clone(),
+        trusted_at: now_timestamp(),
+    }
+}
+
 /// Records the key a host presented on first contact (only if none is recorded yet, so two
 /// workers racing cannot overwrite each other's choice).
 pub async fn record_first_key(
@@ -23,12 +33,7 @@ pub async fn record_first_key(
     address: &str,
     key: &remote::HostKey,
 ) -> StoreResult<()> {
-    let rec = TrustedHostKey {
-        address: address.to_string(),
-        key: key.openssh.clone(),
-        fingerprint: key.fingerprint.clone(),
-        trusted_at: now_timestamp(),
-    };
+    let rec = first_use_record(address, key);
     domain::hosts::record_first_key(store, &rec)
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -13,20 +13,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use domain::DomainResult;
-use domain::hosts::{apply, cluster_of};
+use domain::hosts::{apply, apply_after_first_contact, cluster_of};
 use domain::lifecycle::{Event, HostFacts, ManagerKind};
-use model::{FailureKind, Host, HostState, Network};
+use model::{FailureKind, Host, HostState, Network, TrustedHostKey};
 use store::records::{self, get_json, list_json, network_key};
 
 use crate::Ctx;
 use crate::bootstrap::{self, Applied, Inputs};
 use crate::driver::{Reconciler, WorkerKind};
-use crate::hosts::{TargetError, connect_failure, describe_remote_error, record_first_key, target};
+use crate::hosts::{TargetError, connect_failure, describe_remote_error, first_use_record, target};
 use crate::nodes;
 use crate::oscmd::OsCommands;
 
-/// Investigations running at once in one process.
-pub const MAX_CONCURRENT: usize = 32;
+/// Investigations running at once in one process. As many as the watcher's checks: an
+/// investigation mostly waits on its host (key exchange, facts, bootstrap), so a fleet
+/// registered at once is investigated in fewer waves without costing the server more CPU.
+pub const MAX_CONCURRENT: usize = 64;
 
 /// Marks a host `failed` (if it is still being investigated) with a kind and a reason.
 async fn fail(
@@ -114,10 +116,11 @@ async fn investigate(ctx: &Ctx, address: &str) -> DomainResult<()> {
             return fail(store, address, kind, &reason).await;
         }
     };
-    if first_contact {
-        record_first_key(store, address, &key).await?;
-    }
-    let result = investigate_connected(ctx, address, &session).await;
+    // Recorded with the first result of this session (facts, or why they failed): one store
+    // write instead of two. A crash before that leaves no key recorded, and the next attempt
+    // trusts on first use again, as if this contact had not happened.
+    let first_key = first_contact.then(|| first_use_record(address, &key));
+    let result = investigate_connected(ctx, address, &session, first_key.as_ref()).await;
     session.close().await;
     result
 }
@@ -126,18 +129,17 @@ async fn investigate_connected(
     ctx: &Ctx,
     address: &str,
     session: &remote::Session,
+    first_key: Option<&TrustedHostKey>,
 ) -> DomainResult<()> {
     let store = ctx.store.as_ref();
     let facts = match session.facts().await {
         Ok(f) => f,
         Err(e) => {
-            return fail(
-                store,
-                address,
-                FailureKind::Facts,
-                &format!("gathering facts: {e}"),
-            )
-            .await;
+            let reason = format!("gathering facts: {e}");
+            tracing::warn!(address, kind = %FailureKind::Facts, reason, "host failed");
+            let failed = Event::Failed(FailureKind::Facts, reason);
+            apply_after_first_contact(store, address, failed, first_key).await?;
+            return Ok(());
         }
     };
     let gathered = Event::FactsGathered(HostFacts {
@@ -149,7 +151,7 @@ async fn investigate_connected(
         space: facts.root_space_bytes,
         boot_id: facts.boot_id.clone(),
     });
-    match apply(store, address, gathered).await? {
+    match apply_after_first_contact(store, address, gathered, first_key).await? {
         Some(o) if o.host.status == HostState::Bootstrapping => {}
         // Deleted, or moved on meanwhile (e.g. it left the cluster it was re-bootstrapped for).
         _ => return Ok(()),
