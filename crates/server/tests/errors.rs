@@ -127,15 +127,7 @@ async fn routes_methods_and_limits(backend: Backend) {
     expect_error(&s.put_raw("/host/127.0.1.1", big).await, 413, "limit");
     expect_error(&s.get("/network/big").await, 404, "does not exist");
     // The same without Content-Length (chunked): 413 as well.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..40).map(|_| Ok(vec![b' '; 64 * 1024])).collect();
-    let r = s
-        .send(
-            s.request(Method::PUT, "/network/big")
-                .header("content-type", "application/json")
-                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
-        )
-        .await;
+    let r = s.put_chunked_raw("/network/big", 40, 64 * 1024).await;
     expect_error(&r, 413, "larger than");
     // Just under the limit is fine.
     let mut under = String::from("{\"type\": \"flannel_etcd\", \"padding\": \"");

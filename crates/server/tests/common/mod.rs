@@ -465,7 +465,7 @@ impl Server {
     pub async fn put_raw(&self, api_path: &str, body: impl Into<Vec<u8>>) -> Resp {
         let body = body.into();
         if body.len() > 1024 * 1024 && self.base.starts_with("http://") {
-            return self.put_oversized(api_path, body).await;
+            return self.put_over_tcp(api_path, RawBody::Sized(body)).await;
         }
         self.send(
             self.request(Method::PUT, api_path)
@@ -475,7 +475,18 @@ impl Server {
         .await
     }
 
-    async fn put_oversized(&self, api_path: &str, body: Vec<u8>) -> Resp {
+    /// `PUT /api/v0<path>` with a chunked body (no Content-Length) of `chunks` chunks of
+    /// `size` spaces, over a plain TCP stream for the same reason as [`Server::put_raw`].
+    pub async fn put_chunked_raw(&self, api_path: &str, chunks: usize, size: usize) -> Resp {
+        assert!(
+            self.base.starts_with("http://"),
+            "put_chunked_raw needs plain HTTP"
+        );
+        self.put_over_tcp(api_path, RawBody::Chunked(chunks, size))
+            .await
+    }
+
+    async fn put_over_tcp(&self, api_path: &str, body: RawBody) -> Resp {
         use base64::Engine;
         use std::io::Read;
         let addr = self.base.trim_start_matches("http://").to_string();
@@ -491,14 +502,28 @@ impl Server {
             let mut stream = std::net::TcpStream::connect(&addr)?;
             stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
             stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
+            let framing = match &body {
+                RawBody::Sized(b) => format!("Content-Length: {}", b.len()),
+                RawBody::Chunked(..) => "Transfer-Encoding: chunked".to_string(),
+            };
             let head = format!(
-                "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
-                body.len(),
+                "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{framing}\r\n{}Connection: close\r\n\r\n",
                 auth.unwrap_or_default()
             );
             stream.write_all(head.as_bytes())?;
             // The server may stop reading once it has decided: a failed write is expected.
-            let _ = stream.write_all(&body);
+            let _ = match body {
+                RawBody::Sized(b) => stream.write_all(&b),
+                RawBody::Chunked(n, size) => (|| {
+                    let chunk = vec![b' '; size];
+                    for _ in 0..n {
+                        stream.write_all(format!("{size:x}\r\n").as_bytes())?;
+                        stream.write_all(&chunk)?;
+                        stream.write_all(b"\r\n")?;
+                    }
+                    stream.write_all(b"0\r\n\r\n")
+                })(),
+            };
             let mut out = Vec::new();
             let _ = stream.read_to_end(&mut out);
             Ok(String::from_utf8_lossy(&out).into_owned())
@@ -924,4 +949,12 @@ impl Server {
     pub async fn cluster_body(&self) -> Value {
         serde_json::json!({"network": self.usable_network().await})
     }
+}
+
+/// A request body sent by hand over TCP.
+enum RawBody {
+    /// With a Content-Length.
+    Sized(Vec<u8>),
+    /// Chunked: this many chunks of this many bytes.
+    Chunked(usize, usize),
 }
