@@ -71,6 +71,9 @@ fn to_value(key: &str, var: &str, text: &str) -> Result<Value, String> {
                 Value::Array(items)
             }
         }
+        // The original's dictConfig object, as the config file would hold it.
+        "logging" if t.starts_with('{') => serde_json::from_str(t)
+            .map_err(|e| bad(var, text, &format!("is not valid JSON ({e})")))?,
         _ => Value::String(text.to_string()),
     })
 }
