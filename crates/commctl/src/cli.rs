@@ -525,7 +525,7 @@ pub enum NetworkCmd {
         name: String,
         /// Type.
         #[arg(short = 't', long = "type", default_value = "flannel_etcd",
-              value_parser = ["flannel_etcd", "flannel_server"])]
+              value_parser = ["flannel_etcd", "flannel_server", "flanneld_service"])]
         kind: String,
         /// Option as KEY=VALUE (KEY=@FILE reads the value from a file) or a JSON object;
         /// repeatable, later ones win. flannel_server needs address=HOST:PORT.

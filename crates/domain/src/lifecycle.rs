@@ -145,7 +145,8 @@ pub fn apply(host: &Host, event: &Event, now: &str) -> Result<Outcome, Refusal> 
     match event {
         Event::FactsGathered(f) => {
             if matches!(h.status, Investigating | Bootstrapping) {
-                h.os = f.os.clone();
+                h.os = model::os_name(&f.os, f.ostree);
+                h.distribution = f.os.clone();
                 h.os_version = f.os_version.clone();
                 h.ostree = f.ostree;
                 h.cpus = f.cpus;

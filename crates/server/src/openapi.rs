@@ -158,6 +158,7 @@ fn model_examples() -> BTreeMap<&'static str, Value> {
     let host = Host {
         status: HostState::Active,
         os: "fedora".into(),
+        distribution: "fedora".into(),
         os_version: "40".into(),
         cpus: 4,
         memory: 8_165_432,
