@@ -514,16 +514,29 @@ fn status_router(ctx: Arc<workers::Ctx>, bus: Option<Arc<Bus>>, name: String) ->
                         None => None,
                     };
                     let mut workers = Map::new();
+                    let mut stuck_workers = Vec::new();
+                    let now = std::time::Instant::now();
+                    let shutting_down = *ctx.shutdown.borrow();
                     for kind in WorkerKind::ALL {
                         let s = ctx.drivers.of(kind);
-                        workers.insert(
-                            kind.as_str().into(),
-                            json!({"ok": s.ok.load(Relaxed), "errors": s.errors.load(Relaxed),
-                                   "jobs": s.jobs.load(Relaxed), "resyncs": s.resyncs.load(Relaxed),
-                                   "running": s.running.load(Relaxed)}),
-                        );
+                        // Only the kinds this process runs.
+                        if s.progress().started.is_none() {
+                            continue;
+                        }
+                        let (mut v, stuck) =
+                            crate::api::ops::worker_status(s, now, shutting_down);
+                        if stuck {
+                            stuck_workers.push(kind.as_str());
+                        }
+                        v["ok"] = s.ok.load(Relaxed).into();
+                        v["errors"] = s.errors.load(Relaxed).into();
+                        v["jobs"] = s.jobs.load(Relaxed).into();
+                        v["resyncs"] = s.resyncs.load(Relaxed).into();
+                        workers.insert(kind.as_str().into(), v);
                     }
                     axum::Json(json!({
+                        "status": if !store_ok { "unavailable" } else if stuck_workers.is_empty() { "ok" } else { "degraded" },
+                        "stuck_workers": stuck_workers,
                         "service": name,
                         "worker_id": ctx.coord.id(),
                         "store": if store_ok { "ok" } else { "unreachable" },
