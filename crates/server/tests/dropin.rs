@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 use testsupport::redis::RedisServer;
+use testsupport::testbed::{Testbed, TestbedOptions};
 use testsupport::{EtcdServer, free_port};
 
 /// The password of the seeds' example user `a` (its hash is printed in the walkthrough).
@@ -476,4 +477,133 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
         "{log}"
     );
     assert!(!log.contains("abetteronethanthis"), "the password is not echoed: {log}");
+}
+
+/// Polls `GET /host/{address}` until its status is `want` (bounded); panics with the log.
+async fn wait_host_status(server: &Server, address: &str, want: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let r = server.get(&format!("/host/{address}")).await;
+        if r.status == 200 {
+            last = r.json.clone();
+            if last["status"] == want {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "host {address} did not become {want}; last seen: {last}\n{}",
+        server.log_tail(80)
+    );
+}
+
+/// The original's docker template, and a flanneld template written against its variable
+/// names, with a line that prints the other variables an operator's template may use.
+const ORIGINAL_DOCKER: &str = "OPTIONS='--registry-mirror=http://{{ commissaire_docker_registry_host }}:{{ commissaire_docker_registry_port }} --selinux-enabled --log-driver=journald'\nDOCKER_CERT_PATH=/etc/docker\n";
+const ORIGINAL_FLANNELD: &str = r#"# {{ commissaire_bootstrap_ip }} | {{ commissaire_install_docker }} | {{ commissaire_install_flannel }} | {{ commissaire_docker_service }} | {{ commissaire_flannel_service }} | {{ commissaire_restart_command }} | {{ commissaire_upgrade_command }} | {{ commissaire_enable_pkg_repos }} | {{ commissaire_flanneld_config }} | {{ commissaire_docker_config }}
+{% if commissaire_etcd_server_url %}
+# Old style options
+FLANNEL_ETCD="{{ commissaire_etcd_server_url }}"
+FLANNEL_ETCD_KEY="{{ commissaire_flannel_key }}"
+{% endif %}{% if commissaire_flanneld_server %}FLANNEL_OPTIONS="--remote={{ commissaire_flanneld_server }}"
+{% endif %}"#;
+
+/// The seeds' enums and an operator's templates from the original, on real hosts: an OSTree
+/// host reads `"os": "atomic"` (its distribution in `distribution`), a `flanneld_service`
+/// network bootstraps its hosts, templates written with the original's variable names render
+/// on them; and `/status` shows each worker's last round and job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_hosts_flanneld_service_and_the_originals_templates() {
+    let tb = Testbed::up(TestbedOptions {
+        hosts: 2,
+        flavours: vec!["fedora-atomic".into(), "rhel".into()],
+        ..TestbedOptions::default()
+    });
+    let env = Env::new(Backend::Sqlite);
+    let templates = env.dir().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(templates.join("docker"), ORIGINAL_DOCKER).unwrap();
+    std::fs::write(templates.join("flanneld"), ORIGINAL_FLANNELD).unwrap();
+    let mut opts = env.options("data");
+    opts.extra_args = vec!["--templates-dir".into(), templates.display().to_string()];
+    let server = Server::start(opts).await;
+    let gw = tb.gateway();
+    let net = expect_status(
+        &server
+            .put(
+                "/network/fs",
+                json!({"type": "flanneld_service", "options": {"address": format!("{gw}:8080")}}),
+            )
+            .await,
+        201,
+    );
+    assert_eq!(net["type"], "flanneld_service", "stored and shown as given: {net}");
+    assert_eq!(
+        expect_status(&server.get("/network/fs").await, 200)["type"],
+        "flanneld_service"
+    );
+    expect_status(&server.put("/cluster/c", json!({"network": "fs"})).await, 201);
+    let addrs = tb.addresses();
+    for a in &addrs {
+        let r = server
+            .put(
+                &format!("/host/{a}"),
+                json!({"ssh_priv_key": tb.client_key_base64(), "cluster": "c"}),
+            )
+            .await;
+        expect_status(&r, 201);
+    }
+    for a in &addrs {
+        let h = wait_host_status(&server, a, "disassociated").await;
+        let flavour = tb.flavour_of(a);
+        let (os, distribution, ostree, install_docker) = match flavour.as_str() {
+            "fedora-atomic" => ("atomic", "fedora", true, "true"),
+            "rhel" => ("rhel", "rhel", false, "yum install -y docker"),
+            other => panic!("unexpected flavour {other}"),
+        };
+        assert_eq!(h["os"], os, "{flavour}: {h}");
+        assert_eq!(h["distribution"], distribution, "{flavour}: {h}");
+        assert_eq!(h["ostree"], ostree, "{flavour}: {h}");
+        assert!(!h["os_version"].as_str().unwrap().is_empty(), "{h}");
+
+        let docker = tb.host_file(a, "/etc/sysconfig/docker").expect("docker config");
+        assert_eq!(
+            docker,
+            "OPTIONS='--registry-mirror=http://127.0.0.1:8080 --selinux-enabled --log-driver=journald'\nDOCKER_CERT_PATH=/etc/docker\n"
+        );
+        let flanneld = tb.host_file(a, "/etc/sysconfig/flanneld").expect("flanneld config");
+        let repos = if flavour == "rhel" {
+            "subscription-manager repos --enable=rhel-7-server-extras-rpms --enable=rhel-7-server-optional-rpms"
+        } else {
+            "true"
+        };
+        let install_flannel = if ostree { "true" } else { "yum install -y flannel" };
+        let upgrade = if ostree { "rpm-ostree upgrade" } else { "yum update -y" };
+        assert_eq!(
+            flanneld,
+            format!(
+                "# {a} | {install_docker} | {install_flannel} | docker | flanneld | systemctl reboot | {upgrade} | {repos} | /etc/sysconfig/flanneld | /etc/sysconfig/docker\nFLANNEL_OPTIONS=\"--remote={gw}:8080\"\n"
+            ),
+            "{flavour}"
+        );
+        // Bootstrap enabled what the plan says, on the host itself.
+        let log = tb.commands_log(a).join("\n");
+        assert!(log.contains("systemctl enable flanneld docker"), "{log}");
+    }
+
+    // Every worker kind reports whether it runs and what it last did.
+    let st = expect_status(&server.get("/status").await, 200);
+    assert_eq!(st["status"], "ok", "{st}");
+    assert_eq!(st["stuck_workers"], json!([]), "{st}");
+    for kind in ["investigator", "watcher", "clusterexec", "containermgr"] {
+        let w = &st["workers"][kind];
+        assert_eq!(w["status"], "running", "{kind}: {st}");
+        assert_eq!(w["running"], true, "{kind}: {st}");
+        assert!(w["last_round_at"].is_string(), "{kind}: {st}");
+    }
+    let inv = &st["workers"]["investigator"];
+    assert!(inv["last_job_at"].is_string(), "{st}");
+    assert!(addrs.iter().any(|a| inv["last_job"] == a.as_str()), "{st}");
 }
