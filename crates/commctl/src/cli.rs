@@ -959,7 +959,9 @@ mod tests {
             "admin",
         ])
         .unwrap();
-        assert!(matches!(c.command, Command::UserData(ref a) if a.endpoint.as_deref() == Some("https://c:8000")));
+        assert!(
+            matches!(c.command, Command::UserData(ref a) if a.endpoint.as_deref() == Some("https://c:8000"))
+        );
         assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "x"]).is_err());
     }

@@ -2154,13 +2154,27 @@ fn every_command_line_of_the_original_documentation() {
         "ocp",
     ])
     .ok();
-    env.run(&["cluster", "create", "--container-manager", "ocp", "mycluster"])
-        .ok();
+    env.run(&[
+        "cluster",
+        "create",
+        "--container-manager",
+        "ocp",
+        "mycluster",
+    ])
+    .ok();
     env.run(&["cluster", "deploy", "start", "mycluster", "7.4.1"])
         .ok();
     env.run(&["cluster", "deploy", "status", "mycluster"]).ok();
-    env.run(&["network", "create", "--type", "flannel_server", "--options", r#"{"address": "127.0.0.1:8080"}"#, "other_network"])
-        .ok();
+    env.run(&[
+        "network",
+        "create",
+        "--type",
+        "flannel_server",
+        "--options",
+        r#"{"address": "127.0.0.1:8080"}"#,
+        "other_network",
+    ])
+    .ok();
 
     // What the server holds is what the lines asked for.
     assert_eq!(
@@ -2168,19 +2182,28 @@ fn every_command_line_of_the_original_documentation() {
         "127.0.0.1:8080"
     );
     assert_eq!(server.api_get("/cluster/my_cluster")["network"], "default");
-    assert_eq!(server.api_get("/cluster/mycluster")["container_manager"], "ocp");
+    assert_eq!(
+        server.api_get("/cluster/mycluster")["container_manager"],
+        "ocp"
+    );
     assert_eq!(server.api_get("/containermanager/ocp")["type"], "openshift");
     assert_eq!(
         server.api_get("/cluster/my_cluster/hosts"),
         json!(["127.0.6.10"])
     );
-    assert_eq!(server.api_get("/cluster/mycluster/deploy")["version"], "7.4.1");
+    assert_eq!(
+        server.api_get("/cluster/mycluster/deploy")["version"],
+        "7.4.1"
+    );
     server.api_get("/cluster/my_cluster/restart");
     server.api_get("/cluster/datacenter1/upgrade");
     let out = env.run(&["passhash", "--password", "bad_idea", "--rounds", "5"]);
     assert!(out.stdout.trim().starts_with("$2b$05$"), "{out:?}");
     let out = env.run(&["cluster", "upgrade", "start", "datacenter1", "7.2.2"]);
-    assert!(out.stderr.contains("version \"7.2.2\" is not used"), "{out:?}");
+    assert!(
+        out.stderr.contains("version \"7.2.2\" is not used"),
+        "{out:?}"
+    );
 
     // `host ssh ADDRESS` and with ssh's own options after it. The server records a host's
     // key when it first reaches it; nothing listens at this address, so it is trusted here
@@ -2191,12 +2214,18 @@ fn every_command_line_of_the_original_documentation() {
         .ok();
     for (l, tail) in [
         ("host ssh 127.0.6.100", &["127.0.6.100"][..]),
-        ("host ssh 127.0.6.100 -v -p 9876", &["-v", "-p", "9876", "127.0.6.100"][..]),
+        (
+            "host ssh 127.0.6.100 -v -p 9876",
+            &["-v", "-p", "9876", "127.0.6.100"][..],
+        ),
     ] {
         let args = line(l);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = env.run(&argv);
-        assert_eq!(out.code, 7, "commctl {l}: ssh's exit code is passed on: {out:#?}");
+        assert_eq!(
+            out.code, 7,
+            "commctl {l}: ssh's exit code is passed on: {out:#?}"
+        );
         let args: Vec<String> = std::fs::read_to_string(format!("{}.args", log.display()))
             .unwrap()
             .lines()
@@ -2235,7 +2264,14 @@ fn every_command_line_of_the_original_documentation() {
     let file = env.path("cluster.userdata");
     let out = run_on_terminal(
         &env,
-        &["user-data", "-p", "-c", "my_cluster", "-o", file.to_str().unwrap()],
+        &[
+            "user-data",
+            "-p",
+            "-c",
+            "my_cluster",
+            "-o",
+            file.to_str().unwrap(),
+        ],
         "typed-pw\n",
     );
     assert_eq!(out.code, 0, "{out:#?}");

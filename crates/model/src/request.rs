@@ -616,14 +616,21 @@ mod tests {
         let e =
             NetworkRequest::from_json("n", &obj(json!({"type": "flanneld_service"}))).unwrap_err();
         assert_eq!(e.field, "options.address");
-        assert!(e.message.contains("flanneld_service networks"), "{}", e.message);
+        assert!(
+            e.message.contains("flanneld_service networks"),
+            "{}",
+            e.message
+        );
         let n = NetworkRequest::from_json(
             "n",
             &obj(json!({"type": "flanneld_service", "options": {"address": "10.0.0.1:8080"}})),
         )
         .unwrap();
         assert_eq!(n.kind, NetworkType::FlanneldService);
-        assert_eq!(serde_json::to_value(&n).unwrap()["type"], "flanneld_service");
+        assert_eq!(
+            serde_json::to_value(&n).unwrap()["type"],
+            "flanneld_service"
+        );
         let e = NetworkRequest::from_json("n", &obj(json!({"type": "flannel_sever"}))).unwrap_err();
         assert!(e.message.contains("flanneld_service"), "{}", e.message);
         let e =

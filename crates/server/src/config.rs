@@ -490,7 +490,9 @@ impl Config {
                         .as_u64()
                         .and_then(|p| u16::try_from(p).ok())
                         .filter(|p| *p > 0)
-                        .ok_or_else(|| err(&raw_key, format!("must be a port number 1-65535, got {v}")))?
+                        .ok_or_else(|| {
+                            err(&raw_key, format!("must be a port number 1-65535, got {v}"))
+                        })?
                 }
                 "tls-pemfile" => cfg.tls_pemfile = Some(as_str(&raw_key, &v)?.into()),
                 "tls-clientverifyfile" => {
@@ -518,19 +520,13 @@ impl Config {
                     })?)
                 }
                 "templates-dir" => cfg.templates_dir = Some(as_str(&raw_key, &v)?.into()),
-                "trusted-files-dir" => {
-                    cfg.trusted_files_dir = Some(as_str(&raw_key, &v)?.into())
-                }
+                "trusted-files-dir" => cfg.trusted_files_dir = Some(as_str(&raw_key, &v)?.into()),
                 "header-read-timeout" => header_read_timeout = Some(as_seconds(&raw_key, &v)?),
                 "idle-timeout" => idle_timeout = Some(as_seconds(&raw_key, &v)?),
                 "max-connections" => max_connections = Some(as_count(&raw_key, &v)?),
-                "max-event-subscribers" => {
-                    max_event_subscribers = Some(as_count(&raw_key, &v)?)
-                }
+                "max-event-subscribers" => max_event_subscribers = Some(as_count(&raw_key, &v)?),
                 "bus-uri" => cfg.bus_uri = Some(as_str(&raw_key, &v)?),
-                "bus-exchange" => {
-                    cfg.bus_exchange = as_str(&raw_key, &v)?
-                }
+                "bus-exchange" => cfg.bus_exchange = as_str(&raw_key, &v)?,
                 _ => unreachable!("every known key is handled"),
             }
         }

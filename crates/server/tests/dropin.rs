@@ -93,7 +93,11 @@ async fn wait_status(p: &mut Proc, client: &reqwest::Client, base: &str) -> Valu
         {
             return r.json().await.unwrap();
         }
-        assert!(Instant::now() < deadline, "no status within 60 s:\n{}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "no status within 60 s:\n{}",
+            p.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -118,16 +122,20 @@ fn pki(dir: &Path) -> Pki {
     };
     let ca_key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "drop-in test CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "drop-in test CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca = params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(params, ca_key);
     let leaf = |cn: &str, sans: &[&str], eku: Vec<ExtendedKeyUsagePurpose>| {
         let key = KeyPair::generate().unwrap();
         let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = eku;
         (p.signed_by(&key, &issuer).unwrap(), key)
@@ -140,7 +148,11 @@ fn pki(dir: &Path) -> Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
     );
-    let (client, client_key) = leaf("commissaire", &[], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let (client, client_key) = leaf(
+        "commissaire",
+        &[],
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
     let write = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -343,7 +355,11 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(!storage.exited(), "the storage service exited:\n{}", storage.log());
+        assert!(
+            !storage.exited(),
+            "the storage service exited:\n{}",
+            storage.log()
+        );
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
             .arg("commissaire:events")
             .arg("-")
@@ -429,18 +445,24 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
     // --no-config-file), with its `--listen-interface 8000` slot given an address.
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_commissaire-server"));
-    cmd.args(["--no-config", "--bus-uri", &redis.url(), "--bus-exchange", "commissaire"])
-        .arg("--tls-pemfile")
-        .arg(&pki.bundle)
-        .args(["--listen-interface", "localhost", "-p", &port.to_string()])
-        .arg("--authentication-plugin")
-        .arg(format!(
-            "commissaire_http.authentication.httpbasicauth:filepath={}",
-            users.display()
-        ))
-        .args(["--self-auth", "/api/v0/secrets"])
-        .arg("--data-dir")
-        .arg(d.join("cli-data"));
+    cmd.args([
+        "--no-config",
+        "--bus-uri",
+        &redis.url(),
+        "--bus-exchange",
+        "commissaire",
+    ])
+    .arg("--tls-pemfile")
+    .arg(&pki.bundle)
+    .args(["--listen-interface", "localhost", "-p", &port.to_string()])
+    .arg("--authentication-plugin")
+    .arg(format!(
+        "commissaire_http.authentication.httpbasicauth:filepath={}",
+        users.display()
+    ))
+    .args(["--self-auth", "/api/v0/secrets"])
+    .arg("--data-dir")
+    .arg(d.join("cli-data"));
     let mut s = Proc::spawn(cmd, d.join("cli.log"));
     let base = format!("https://localhost:{port}");
     wait_status(&mut s, &https, &base).await;
@@ -468,7 +490,10 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
     let mut s = server_with(d, "cloudforms", &cloudforms, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !s.exited() {
-        assert!(Instant::now() < deadline, "started with a CloudForms handler");
+        assert!(
+            Instant::now() < deadline,
+            "started with a CloudForms handler"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let log = s.log();
@@ -476,7 +501,10 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
         log.contains("\"commissaire.storage.cloudforms\" is not available"),
         "{log}"
     );
-    assert!(!log.contains("abetteronethanthis"), "the password is not echoed: {log}");
+    assert!(
+        !log.contains("abetteronethanthis"),
+        "the password is not echoed: {log}"
+    );
 }
 
 /// Polls `GET /host/{address}` until its status is `want` (bounded); panics with the log.
@@ -539,12 +567,18 @@ async fn atomic_hosts_flanneld_service_and_the_originals_templates() {
             .await,
         201,
     );
-    assert_eq!(net["type"], "flanneld_service", "stored and shown as given: {net}");
+    assert_eq!(
+        net["type"], "flanneld_service",
+        "stored and shown as given: {net}"
+    );
     assert_eq!(
         expect_status(&server.get("/network/fs").await, 200)["type"],
         "flanneld_service"
     );
-    expect_status(&server.put("/cluster/c", json!({"network": "fs"})).await, 201);
+    expect_status(
+        &server.put("/cluster/c", json!({"network": "fs"})).await,
+        201,
+    );
     let addrs = tb.addresses();
     for a in &addrs {
         let r = server
@@ -568,19 +602,31 @@ async fn atomic_hosts_flanneld_service_and_the_originals_templates() {
         assert_eq!(h["ostree"], ostree, "{flavour}: {h}");
         assert!(!h["os_version"].as_str().unwrap().is_empty(), "{h}");
 
-        let docker = tb.host_file(a, "/etc/sysconfig/docker").expect("docker config");
+        let docker = tb
+            .host_file(a, "/etc/sysconfig/docker")
+            .expect("docker config");
         assert_eq!(
             docker,
             "OPTIONS='--registry-mirror=http://127.0.0.1:8080 --selinux-enabled --log-driver=journald'\nDOCKER_CERT_PATH=/etc/docker\n"
         );
-        let flanneld = tb.host_file(a, "/etc/sysconfig/flanneld").expect("flanneld config");
+        let flanneld = tb
+            .host_file(a, "/etc/sysconfig/flanneld")
+            .expect("flanneld config");
         let repos = if flavour == "rhel" {
             "subscription-manager repos --enable=rhel-7-server-extras-rpms --enable=rhel-7-server-optional-rpms"
         } else {
             "true"
         };
-        let install_flannel = if ostree { "true" } else { "yum install -y flannel" };
-        let upgrade = if ostree { "rpm-ostree upgrade" } else { "yum update -y" };
+        let install_flannel = if ostree {
+            "true"
+        } else {
+            "yum install -y flannel"
+        };
+        let upgrade = if ostree {
+            "rpm-ostree upgrade"
+        } else {
+            "yum update -y"
+        };
         assert_eq!(
             flanneld,
             format!(

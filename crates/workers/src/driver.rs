@@ -500,7 +500,10 @@ mod tests {
         let p = stats.progress();
         assert!(p.running && p.last_round.is_some() && p.last_job.is_some());
         let (_, key, err) = p.last_error.clone().expect("the first tries failed");
-        assert!(["a", "b"].contains(&key.as_str()) && err.contains("first try fails"), "{err}");
+        assert!(
+            ["a", "b"].contains(&key.as_str()) && err.contains("first try fails"),
+            "{err}"
+        );
         let now = std::time::Instant::now();
         assert_eq!(p.stuck(now, false), None);
         // Two intervals and the grace without a round: stuck.
@@ -510,7 +513,11 @@ mod tests {
         h.await.unwrap();
         let p = stats.progress();
         assert!(!p.running);
-        assert_eq!(p.stuck(now, true), None, "stopping at shutdown is not stuck");
+        assert_eq!(
+            p.stuck(now, true),
+            None,
+            "stopping at shutdown is not stuck"
+        );
         assert_eq!(p.stuck(now, false).as_deref(), Some("its loop has stopped"));
         // A driver never started is not reported stuck (this process does not run it).
         assert_eq!(Progress::default().stuck(now, false), None);

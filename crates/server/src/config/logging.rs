@@ -87,9 +87,7 @@ pub fn parse(key: &str, v: &Value) -> Result<LoggingSpec, String> {
         other => {
             return Err(err(
                 key,
-                format!(
-                    "must be a log filter string or a Python dictConfig object, got {other}"
-                ),
+                format!("must be a log filter string or a Python dictConfig object, got {other}"),
             ));
         }
     };
@@ -103,7 +101,10 @@ pub fn parse(key: &str, v: &Value) -> Result<LoggingSpec, String> {
     let mut commissaire_level = None;
     if let Some(loggers) = obj.get("loggers") {
         let Value::Object(loggers) = loggers else {
-            return Err(err(key, format!("\"loggers\" must be an object, got {loggers}")));
+            return Err(err(
+                key,
+                format!("\"loggers\" must be an object, got {loggers}"),
+            ));
         };
         for (name, l) in loggers {
             let Some(l) = l.as_object() else {
@@ -198,10 +199,17 @@ mod tests {
         )
         .unwrap();
         assert!(s.filter.starts_with("warn,"), "{}", s.filter);
-        assert!(s.filter.contains("commissaire_server=debug"), "{}", s.filter);
+        assert!(
+            s.filter.contains("commissaire_server=debug"),
+            "{}",
+            s.filter
+        );
         tracing_subscriber::EnvFilter::try_new(&s.filter).unwrap();
         let w = s.warning.unwrap();
-        assert!(w.contains("\"logging\"") && w.contains("urllib3") && w.contains("FileHandler"), "{w}");
+        assert!(
+            w.contains("\"logging\"") && w.contains("urllib3") && w.contains("FileHandler"),
+            "{w}"
+        );
         assert_eq!(s.format, None);
 
         let s = parse("logging", &json!({"version": 1, "root": {"level": "INFO"}})).unwrap();

@@ -246,7 +246,10 @@ mod tests {
             h(json!({"name": "commissaire.storage.cloudforms", "server_url": "https://example.org/api/", "models": ["Host"]})),
         ])
         .unwrap_err();
-        assert!(e.contains("\"commissaire.storage.cloudforms\" is not available"), "{e}");
+        assert!(
+            e.contains("\"commissaire.storage.cloudforms\" is not available"),
+            "{e}"
+        );
         let e = parse(vec![
             h(json!({"name": "etcd", "server_url": "http://a:2379", "models": ["Host"]})),
             h(json!({"name": "etcd", "server_url": "http://b:2379", "models": ["Cluster"]})),
@@ -260,7 +263,10 @@ mod tests {
             h(json!({"name": "etcd", "models": ["Host"]})),
         ])
         .unwrap_err();
-        assert!(e.contains("model Host is claimed by handlers 1 and 2"), "{e}");
+        assert!(
+            e.contains("model Host is claimed by handlers 1 and 2"),
+            "{e}"
+        );
         // `type` is the module when a `name` labels the handler.
         let (e, _) = parse(vec![h(json!({"name": "main", "type": "etcd"}))]).unwrap();
         assert!(e.is_some());
