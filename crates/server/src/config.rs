@@ -817,6 +817,30 @@ mod tests {
     }
 
     #[test]
+    fn original_files_listen_names_and_warnings() {
+        let c = Config::from_parts(
+            file(
+                json!({"listen-interface": "localhost", "self-auths": ["/api/v0/secrets"],
+                        "logging": {"version": 1, "root": {"level": "WARNING"}}}),
+            ),
+            cli(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_listen(&c.listen_interface).unwrap()[0],
+            std::net::IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(c.logging.as_deref(), Some("warn"));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"self-auths\""), "{:?}", c.warnings);
+        let e =
+            Config::from_parts(file(json!({"listen-interface": "8000"})), cli(&[])).unwrap_err();
+        assert!(e.contains("listen-port"), "{e}");
+        // argparse-style prefixes of the long flags.
+        assert!(cli(&["--no-config"]).no_config_file);
+    }
+
+    #[test]
     fn plugins_from_file_and_cli() {
         let c = Config::from_parts(
             file(json!({"authentication-plugins": [{"name": "httpbasicauth", "filepath": "/x"}]})),

@@ -201,6 +201,17 @@ mod tests {
         assert!(c.etcd.is_some());
         // Empty means unset: the file's value stays.
         assert_eq!(c.logging.as_deref(), Some("warn"));
+        // The original's dictConfig object works from the environment too.
+        let c = load(
+            json!({}),
+            &[(
+                "COMMISSAIRE_LOGGING",
+                r#"{"version": 1, "root": {"level": "DEBUG"}}"#,
+            )],
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(c.logging.as_deref(), Some("debug"));
     }
 
     #[test]
