@@ -21,7 +21,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 /// worker is stuck), 503 otherwise. Per worker kind: whether it runs, when its last round and
 /// job finished, its last error (docs/api.md defines "stuck").
 #[utoipa::path(get, path = "/api/v0/status", tag = "operations",
-    responses((status = 200, description = "The store answers: `status` is `ok`, or `degraded` when a worker is stuck (its loop stopped, or no round finished within two round intervals plus 60 s); per worker kind `status` (running, stuck, stopped), `running`, `last_round_at`, `last_job_at`, `last_job`, `last_error` {at, key, message}", body = Object),
+    responses((status = 200, description = "The store answers: `status` is `ok`, or `degraded` when a worker is stuck (its loop stopped, or no round finished within two round intervals plus 60 s); per worker kind `status` (starting, running, stuck, stopped), `running`, `last_round_at`, `last_job_at`, `last_job`, `last_error` {at, key, message}", body = Object),
         (status = 503, description = "Store unreachable", body = Object)))]
 pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let backend = state.store.backend_name();
@@ -125,10 +125,12 @@ pub fn worker_status(
 ) -> (Value, bool) {
     let p = d.progress();
     let stuck = p.stuck(now, shutting_down);
-    let status = match (&stuck, p.running) {
-        (Some(_), _) => "stuck",
-        (None, true) => "running",
-        (None, false) => "stopped",
+    let status = match (&stuck, p.running, p.started) {
+        (Some(_), _, _) => "stuck",
+        (None, true, _) => "running",
+        // Spawned at start-up but its loop has not begun yet.
+        (None, false, None) => "starting",
+        (None, false, Some(_)) => "stopped",
     };
     let is_stuck = stuck.is_some();
     let v = json!({"status": status, "in_process": true,
