@@ -505,6 +505,47 @@ async fn every_configuration_example_of_the_seeds_starts_and_serves() {
         !log.contains("abetteronethanthis"),
         "the password is not echoed: {log}"
     );
+
+    // The same example where the seeds print it: a StorageService configuration.
+    let conf = d.join("storage-cloudforms.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"{{
+  "storage_handlers": [{{
+      "name": "commissaire.storage.etcd",
+      "server_url": "{}",
+      "models": ["*"]
+  }}, {{
+      "name": "commissaire.storage.cloudforms",
+      "server_url": "https://127.0.0.1:1/api/",
+      "models": ["Host"],
+      "username": "commissaire_service_account",
+      "password": "abetteronethanthis",
+      "version": "2.0.0"
+  }}]
+}}"#,
+            etcd.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_commissaire-service"));
+    cmd.arg("storage").arg("-c").arg(&conf);
+    let mut svc = Proc::spawn(cmd, d.join("storage-cloudforms.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !svc.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the service started with a CloudForms handler"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = svc.log();
+    assert!(
+        log.contains("\"commissaire.storage.cloudforms\" is not available"),
+        "{log}"
+    );
+    assert!(!log.contains("abetteronethanthis"), "{log}");
 }
 
 /// Polls `GET /host/{address}` until its status is `want` (bounded); panics with the log.
