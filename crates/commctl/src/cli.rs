@@ -183,6 +183,7 @@ pub enum Command {
     /// Write cloud-init user-data that registers a new host with Commissaire at first boot.
     #[command(name = "user-data", after_help = help!(
         "commctl user-data -e https://commissaire:8000 -c prod -u admin -p -o user-data.txt",
+        "commctl user-data --password --username admin --cluster prod --endpoint https://commissaire:8000/ prod.userdata",
     ))]
     UserData(UserDataArgs),
     /// Print a shell completion script.
@@ -201,9 +202,10 @@ pub enum Command {
 /// `user-data` arguments.
 #[derive(Args, Debug)]
 pub struct UserDataArgs {
-    /// Commissaire server URL the host calls, e.g. https://commissaire.example.com:8000.
+    /// Commissaire server URL the host calls, e.g. https://commissaire.example.com:8000
+    /// [default: the first endpoint of commctl's own configuration].
     #[arg(short = 'e', long)]
-    pub endpoint: String,
+    pub endpoint: Option<String>,
     /// Cluster the host joins.
     #[arg(short = 'c', long)]
     pub cluster: Option<String>,
@@ -228,6 +230,17 @@ pub struct UserDataArgs {
     /// Write to this file instead of standard output.
     #[arg(short = 'o', long)]
     pub outfile: Option<PathBuf>,
+    /// The output file given as the last argument, as the original's walkthroughs write it
+    /// (`commctl user-data ... CLUSTER.userdata`); the same as -o.
+    #[arg(value_name = "OUTFILE", conflicts_with = "outfile")]
+    pub output: Option<PathBuf>,
+}
+
+impl UserDataArgs {
+    /// Where the user-data goes: `-o FILE` or the positional file; `None` for standard output.
+    pub fn out_path(&self) -> Option<&std::path::Path> {
+        self.outfile.as_deref().or(self.output.as_deref())
+    }
 }
 
 /// `cluster ...`
@@ -402,6 +415,11 @@ pub enum UpgradeCmd {
     Start {
         /// Cluster name.
         name: String,
+        /// A version, as the original's documentation writes it (`upgrade start prod 7.2.2`):
+        /// accepted with a note, since an upgrade moves every host to its newest packages;
+        /// `cluster deploy start NAME VERSION` moves OSTree hosts to a given version.
+        #[arg(value_name = "VERSION")]
+        version: Option<String>,
         /// Reboot each host after its package transaction (OSTree hosts always reboot).
         #[arg(long)]
         reboot: bool,
@@ -525,7 +543,7 @@ pub enum NetworkCmd {
         name: String,
         /// Type.
         #[arg(short = 't', long = "type", default_value = "flannel_etcd",
-              value_parser = ["flannel_etcd", "flannel_server"])]
+              value_parser = ["flannel_etcd", "flannel_server", "flanneld_service"])]
         kind: String,
         /// Option as KEY=VALUE (KEY=@FILE reads the value from a file) or a JSON object;
         /// repeatable, later ones win. flannel_server needs address=HOST:PORT.
@@ -941,7 +959,9 @@ mod tests {
             "admin",
         ])
         .unwrap();
-        assert!(matches!(c.command, Command::UserData(ref a) if a.endpoint == "https://c:8000"));
+        assert!(
+            matches!(c.command, Command::UserData(ref a) if a.endpoint.as_deref() == Some("https://c:8000"))
+        );
         assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["commctl", "host", "list", "--timeout", "x"]).is_err());
     }

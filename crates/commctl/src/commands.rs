@@ -37,7 +37,15 @@ pub fn run(cli: Cli) -> CliResult<u8> {
             file,
             rounds,
         } => passhash(password, file.as_deref(), rounds),
-        Command::UserData(a) => user_data(a),
+        Command::UserData(mut a) => {
+            // The original's own example omits -e; the endpoint commctl itself uses is the
+            // one the new host should call too.
+            if a.endpoint.is_none() {
+                let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
+                a.endpoint = cli.endpoint.into_iter().chain(file.endpoints).next();
+            }
+            user_data(a)
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();
@@ -247,10 +255,18 @@ impl Ctx {
             ClusterCmd::Upgrade(u) => match u {
                 UpgradeCmd::Start {
                     name,
+                    version,
                     reboot,
                     opts,
                     out,
-                } => self.op_start("upgrade", &name, None, reboot, &opts, out.output),
+                } => {
+                    if let Some(v) = version {
+                        eprintln!(
+                            "commctl: note: version {v:?} is not used: an upgrade moves every host to its newest packages (to move OSTree hosts to a given version: commctl cluster deploy start {name} {v})"
+                        );
+                    }
+                    self.op_start("upgrade", &name, None, reboot, &opts, out.output)
+                }
                 UpgradeCmd::Status(a) => self.op_status("upgrade", &a),
                 UpgradeCmd::Cancel(a) => self.op_control("upgrade", "cancel", &a),
                 UpgradeCmd::Pause(a) => self.op_control("upgrade", "pause", &a),
@@ -1028,7 +1044,13 @@ fn passhash(password: Option<String>, file: Option<&Path>, rounds: u32) -> CliRe
 }
 
 fn user_data(a: UserDataArgs) -> CliResult<u8> {
-    config::check_endpoint(&a.endpoint).map_err(|m| CliError::usage(format!("--endpoint: {m}")))?;
+    let Some(endpoint) = a.endpoint.clone() else {
+        return Err(CliError::usage(
+            "user-data needs the endpoint new hosts call: give -e/--endpoint URL or set \"endpoint\" in commctl's configuration file",
+        ));
+    };
+    config::check_endpoint(&endpoint).map_err(|m| CliError::usage(format!("--endpoint: {m}")))?;
+    let out_path = a.out_path().map(std::path::Path::to_path_buf);
     let password = if a.password {
         Some(
             rpassword::prompt_password("Password: ")
@@ -1045,7 +1067,7 @@ fn user_data(a: UserDataArgs) -> CliResult<u8> {
     };
     let doc = userdata::build(
         &HostData {
-            endpoint: a.endpoint.trim_end_matches('/').to_string(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
             username: a.username,
             password,
             cluster: a.cluster,
@@ -1055,8 +1077,8 @@ fn user_data(a: UserDataArgs) -> CliResult<u8> {
         },
         cloud_config.as_deref(),
     );
-    match &a.outfile {
-        Some(p) => std::fs::write(p, doc)
+    match out_path {
+        Some(p) => std::fs::write(&p, doc)
             .map_err(|e| CliError::general(format!("writing {}: {e}", p.display())))?,
         None => {
             let _ = std::io::stdout().write_all(doc.as_bytes());

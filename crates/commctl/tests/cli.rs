@@ -2013,3 +2013,286 @@ fn user_data_still_works() {
             .contains("multipart/mixed")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The original's documentation
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `commctl ARGS` under a pseudo-terminal (`script`), typing `typed` at its prompts: the
+/// forms that ask for a password read it from the terminal, as the original's did.
+fn run_on_terminal(env: &Env, args: &[&str], typed: &str) -> Out {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let line = std::iter::once(commctl_bin().to_str().unwrap())
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The environment commctl would get from `Env::command`, for the command under script.
+    let cmd = env.command(&[]);
+    let mut script = Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let mut child = script
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux runs commctl on a terminal");
+    {
+        let mut input = child.stdin.take().unwrap();
+        // The prompt must be up before the answer is typed, or the terminal echoes it back.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = input.write_all(typed.as_bytes());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = wait_bounded(child, &format!("commctl {}", args.join(" ")));
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The decoded `text/x-commissaire-host` part of a user-data document.
+fn host_part(doc: &str) -> Value {
+    let start = doc.find("text/x-commissaire-host").expect("host part");
+    let body = &doc[start..];
+    let body = &body[body.find("\n\n").unwrap() + 2..];
+    let b64: String = body
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Every commctl command line the original's documentation prints, against a real server on a
+/// real etcd, with only addresses and paths replaced by the test's own (hosts at 127.0.6.x,
+/// the OpenShift endpoint at a closed loopback port, the flannel server on loopback).
+#[test]
+fn every_command_line_of_the_original_documentation() {
+    use std::os::unix::fs::PermissionsExt;
+    let etcd = testsupport::EtcdServer::start();
+    let handler = format!("etcd:server_url={}", etcd.url());
+    let server = Server::start_with(&["--storage-handler", &handler], "http", "4");
+    let mut env = Env::for_server(&server);
+    let (key, _) = keypair(env.home.path(), "ssh_key");
+    let key = key.to_str().unwrap().to_string();
+    let bin = env.path("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("ssh"), FAKE_SSH).unwrap();
+    std::fs::set_permissions(bin.join("ssh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = env.path("ssh-log");
+    env.path_prefix = Some(bin);
+    env.extra_env
+        .push(("FAKE_SSH_LOG".into(), log.display().to_string()));
+    let pwfile = env.path("my_password.txt");
+    std::fs::write(&pwfile, "from-a-file\n").unwrap();
+    let pwfile = pwfile.to_str().unwrap().to_string();
+    // The walkthroughs' clusters exist before their commands run.
+    let seed_cluster = |name: &str| {
+        let r = http()
+            .put(format!("{}/api/v0/cluster/{name}", server.url))
+            .basic_auth("admin", Some(PASSWORD))
+            .json(&json!({}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    };
+    seed_cluster("datacenter1");
+
+    let line = |s: &str| -> Vec<String> {
+        s.split_whitespace()
+            .map(|w| {
+                w.replace("/path/to/remote/hosts/priv/ssh_key", &key)
+                    .replace("my_password.txt", &pwfile)
+            })
+            .collect()
+    };
+    // (command line as printed, with addresses replaced; what must hold afterwards)
+    let plain: &[&str] = &[
+        "network create --type flannel_server --options {\"address\":\"127.0.0.1:8080\"} my_network",
+        "network get my_network",
+        "cluster create --type kubernetes --network default my_cluster",
+        "cluster get my_cluster",
+        "cluster list",
+        "host create --cluster my_cluster 127.0.6.10 /path/to/remote/hosts/priv/ssh_key",
+        "host create 127.0.6.100 /path/to/remote/hosts/priv/ssh_key",
+        "host get 127.0.6.10",
+        "host status 127.0.6.10",
+        "host list",
+        "host list datacenter1",
+        "cluster restart start my_cluster",
+        "cluster restart status my_cluster",
+        "cluster upgrade start datacenter1 7.2.2",
+        "cluster upgrade status datacenter1",
+        "passhash --file my_password.txt",
+        "passhash --password bad_idea",
+        "passhash --password bad_idea --rounds 5",
+    ];
+    for l in plain {
+        let args = line(l);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&argv);
+        assert_eq!(out.code, 0, "commctl {l}: {out:#?}");
+    }
+    // The `--options=JSON` spelling with spaces inside the JSON, as printed.
+    env.run(&[
+        "container_manager",
+        "create",
+        "--type",
+        "openshift",
+        r#"--options={"server_url": "https://127.0.0.1:1", "token": "aaa"}"#,
+        "ocp",
+    ])
+    .ok();
+    env.run(&[
+        "cluster",
+        "create",
+        "--container-manager",
+        "ocp",
+        "mycluster",
+    ])
+    .ok();
+    env.run(&["cluster", "deploy", "start", "mycluster", "7.4.1"])
+        .ok();
+    env.run(&["cluster", "deploy", "status", "mycluster"]).ok();
+    env.run(&[
+        "network",
+        "create",
+        "--type",
+        "flannel_server",
+        "--options",
+        r#"{"address": "127.0.0.1:8080"}"#,
+        "other_network",
+    ])
+    .ok();
+
+    // What the server holds is what the lines asked for.
+    assert_eq!(
+        server.api_get("/network/my_network")["options"]["address"],
+        "127.0.0.1:8080"
+    );
+    assert_eq!(server.api_get("/cluster/my_cluster")["network"], "default");
+    assert_eq!(
+        server.api_get("/cluster/mycluster")["container_manager"],
+        "ocp"
+    );
+    assert_eq!(server.api_get("/containermanager/ocp")["type"], "openshift");
+    assert_eq!(
+        server.api_get("/cluster/my_cluster/hosts"),
+        json!(["127.0.6.10"])
+    );
+    assert_eq!(
+        server.api_get("/cluster/mycluster/deploy")["version"],
+        "7.4.1"
+    );
+    server.api_get("/cluster/my_cluster/restart");
+    server.api_get("/cluster/datacenter1/upgrade");
+    let out = env.run(&["passhash", "--password", "bad_idea", "--rounds", "5"]);
+    assert!(out.stdout.trim().starts_with("$2b$05$"), "{out:?}");
+    let out = env.run(&["cluster", "upgrade", "start", "datacenter1", "7.2.2"]);
+    assert!(
+        out.stderr.contains("version \"7.2.2\" is not used"),
+        "{out:?}"
+    );
+
+    // `host ssh ADDRESS` and with ssh's own options after it. The server records a host's
+    // key when it first reaches it; nothing listens at this address, so it is trusted here
+    // (commctl refuses to connect to a host whose key nobody recorded).
+    server.wait_host_settled("127.0.6.100");
+    let (_, host_pub) = keypair(env.home.path(), "hostid");
+    env.run(&["host", "trust-hostkey", "127.0.6.100", &host_pub])
+        .ok();
+    for (l, tail) in [
+        ("host ssh 127.0.6.100", &["127.0.6.100"][..]),
+        (
+            "host ssh 127.0.6.100 -v -p 9876",
+            &["-v", "-p", "9876", "127.0.6.100"][..],
+        ),
+    ] {
+        let args = line(l);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&argv);
+        assert_eq!(
+            out.code, 7,
+            "commctl {l}: ssh's exit code is passed on: {out:#?}"
+        );
+        let args: Vec<String> = std::fs::read_to_string(format!("{}.args", log.display()))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(&args[args.len() - tail.len()..], tail, "{l}: {args:?}");
+    }
+
+    // The Automatic Registration walkthrough: options, a prompted password, and the output
+    // file as the last argument.
+    let file = env.path("CLUSTER.userdata");
+    let out = run_on_terminal(
+        &env,
+        &[
+            "user-data",
+            "--password",
+            "--username",
+            "USER",
+            "--cluster",
+            "CLUSTER",
+            "--endpoint",
+            "https://127.0.0.1:8000/",
+            file.to_str().unwrap(),
+        ],
+        "typed-pw\n",
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let doc = std::fs::read_to_string(&file).unwrap();
+    assert!(doc.starts_with("Content-Type: multipart/mixed"), "{doc}");
+    let host = host_part(&doc);
+    assert_eq!(host["endpoint"], "https://127.0.0.1:8000");
+    assert_eq!(host["username"], "USER");
+    assert_eq!(host["cluster"], "CLUSTER");
+    // The user-data reference's example: -p -c CLUSTER -o FILE, the endpoint from commctl's
+    // own configuration.
+    let file = env.path("cluster.userdata");
+    let out = run_on_terminal(
+        &env,
+        &[
+            "user-data",
+            "-p",
+            "-c",
+            "my_cluster",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        "typed-pw\n",
+    );
+    assert_eq!(out.code, 0, "{out:#?}");
+    let host = host_part(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(host["endpoint"], server.url.as_str());
+    assert_eq!(host["cluster"], "my_cluster");
+    // Both spellings of the output file at once is a usage error naming them.
+    let out = env.run(&["user-data", "-e", "https://x:1", "-o", "a", "b"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("--outfile"), "{out:?}");
+
+    // The deletes last, as in the walkthroughs.
+    for l in [
+        "host delete 127.0.6.10",
+        "network delete other_network",
+        "cluster delete my_cluster",
+    ] {
+        let args = line(l);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run(&argv).ok();
+    }
+    assert_eq!(server.api_status("/host/127.0.6.10"), 404);
+    assert_eq!(server.api_status("/cluster/my_cluster"), 404);
+}

@@ -145,7 +145,8 @@ pub fn apply(host: &Host, event: &Event, now: &str) -> Result<Outcome, Refusal> 
     match event {
         Event::FactsGathered(f) => {
             if matches!(h.status, Investigating | Bootstrapping) {
-                h.os = f.os.clone();
+                h.os = model::os_name(&f.os, f.ostree);
+                h.distribution = f.os.clone();
                 h.os_version = f.os_version.clone();
                 h.ostree = f.ostree;
                 h.cpus = f.cpus;
@@ -295,6 +296,19 @@ mod tests {
             (Bootstrapping, "fedora", 2)
         );
         assert_eq!(b.last_check, NOW);
+        assert_eq!(b.distribution, "fedora");
+        // An OSTree host reads `atomic`, the seeds' enum; its distribution stays available.
+        let atomic = HostFacts {
+            os: "rhel".into(),
+            ostree: true,
+            ..Default::default()
+        };
+        let h = go(&host(Investigating, false), Event::FactsGathered(atomic)).host;
+        assert_eq!(
+            (h.os.as_str(), h.distribution.as_str(), h.ostree),
+            ("atomic", "rhel", true)
+        );
+        assert_eq!(h.distribution_id(), "rhel");
 
         let d = go(&b, Event::BootstrapDone(ManagerKind::None)).host;
         assert_eq!((d.status, d.bootstrapped), (Disassociated, true));

@@ -157,9 +157,14 @@ pub struct Host {
     pub address: String,
     /// Lifecycle state.
     pub status: HostState,
-    /// Operating system id (`fedora`, `rhel`, `centos`, `debian`, ...), empty until investigated.
+    /// Operating system, as the original's enum: `atomic` for an OSTree host, else the
+    /// distribution id (`fedora`, `rhel`, `centos`, `debian`, ...); empty until investigated.
     #[serde(default)]
     pub os: String,
+    /// The distribution id from `/etc/os-release` (`fedora`, `rhel`, `centos`, `debian`, ...),
+    /// also for OSTree hosts; empty until investigated.
+    #[serde(default)]
+    pub distribution: String,
     /// Number of CPUs.
     #[serde(default)]
     pub cpus: i64,
@@ -203,6 +208,7 @@ impl Host {
             address,
             status: HostState::Investigating,
             os: String::new(),
+            distribution: String::new(),
             cpus: 0,
             memory: 0,
             space: 0,
@@ -216,7 +222,30 @@ impl Host {
             bootstrapped: false,
         }
     }
+
+    /// The distribution id that selects per-OS behaviour. Records written before
+    /// `distribution` existed hold the distribution id in `os`.
+    pub fn distribution_id(&self) -> &str {
+        if self.distribution.is_empty() {
+            &self.os
+        } else {
+            &self.distribution
+        }
+    }
 }
+
+/// The value of [`Host::os`] for a host with distribution id `distribution`: `atomic` for
+/// OSTree hosts (the original's enum: `atomic`, `rhel`, `centos`, `fedora`), else the id.
+pub fn os_name(distribution: &str, ostree: bool) -> String {
+    if ostree {
+        OS_ATOMIC.to_string()
+    } else {
+        distribution.to_string()
+    }
+}
+
+/// [`Host::os`] of every OSTree host.
+pub const OS_ATOMIC: &str = "atomic";
 
 /// SSH credentials of a host. Stored sealed; returned only by `GET /host/{address}/creds`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -457,6 +486,9 @@ pub enum NetworkType {
     FlannelEtcd,
     /// flannel in client/server mode; needs `options.address` (`host:port`).
     FlannelServer,
+    /// The seeds' name for client/server flannel: the same as [`NetworkType::FlannelServer`],
+    /// stored and shown as given.
+    FlanneldService,
 }
 
 impl NetworkType {
@@ -465,7 +497,16 @@ impl NetworkType {
         match self {
             NetworkType::FlannelEtcd => "flannel_etcd",
             NetworkType::FlannelServer => "flannel_server",
+            NetworkType::FlanneldService => "flanneld_service",
         }
+    }
+
+    /// Whether flannel runs in client/server mode (`flannel_server` or `flanneld_service`).
+    pub fn is_client_server(self) -> bool {
+        matches!(
+            self,
+            NetworkType::FlannelServer | NetworkType::FlanneldService
+        )
     }
 }
 
@@ -675,7 +716,7 @@ mod tests {
         fn host_json_round_trip(addr in "[a-z]{1,10}\\.example", st in arb_state(), os in "[a-z]{0,8}",
                                 cpus in 0i64..1024, memory in 0i64..i64::MAX, space in 0i64..i64::MAX,
                                 reason in "\\PC{0,30}") {
-            let h = Host { address: addr, status: st, os, cpus, memory, space,
+            let h = Host { address: addr, status: st, distribution: os.clone(), os, cpus, memory, space,
                            last_check: now_timestamp(), source: String::new(), status_reason: reason, failure: None,
                            os_version: "7.4".into(), ostree: cpus % 2 == 0, boot_id: "b".into(),
                            bootstrapped: memory % 2 == 0 };

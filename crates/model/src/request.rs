@@ -317,7 +317,7 @@ pub struct NetworkRequest;
 impl NetworkRequest {
     /// Validates a network body into the record to store under `name`.
     ///
-    /// Options: `flannel_server` requires `address` (`host:port` of the flannel server);
+    /// Options: `flannel_server` (and `flanneld_service`, the seeds' name for it) requires `address` (`host:port` of the flannel server);
     /// `flannel_etcd` accepts `server_url` (etcd URL for flannel, default: the store's etcd),
     /// `key` (etcd prefix of the flannel configuration, default `/atomic01/network`) and, for a
     /// TLS etcd, `ca_path`, `certificate_path` + `certificate_key_path`: names of files in the
@@ -328,21 +328,25 @@ impl NetworkRequest {
         let kind = match opt_str(f, "type")?.as_deref() {
             None | Some("flannel_etcd") => NetworkType::FlannelEtcd,
             Some("flannel_server") => NetworkType::FlannelServer,
+            Some("flanneld_service") => NetworkType::FlanneldService,
             Some(other) => {
                 return Err(ValidationError::new(
                     "type",
-                    format!("{other:?} is not a network type; use flannel_etcd or flannel_server"),
+                    format!(
+                        "{other:?} is not a network type; use flannel_etcd, flannel_server or flanneld_service"
+                    ),
                 ));
             }
         };
         let options = opt_object(f, "options")?.unwrap_or_default();
         match kind {
-            NetworkType::FlannelServer => {
-                check_option_keys(&options, &["address"], "flannel_server networks")?;
+            NetworkType::FlannelServer | NetworkType::FlanneldService => {
+                let what = format!("{} networks", kind.as_str());
+                check_option_keys(&options, &["address"], &what)?;
                 let addr = option_str(&options, "address")?.ok_or_else(|| {
                     ValidationError::new(
                         "options.address",
-                        "is required for flannel_server networks (host:port of the flannel server)",
+                        format!("is required for {what} (host:port of the flannel server)"),
                     )
                 })?;
                 validate_host_port("options.address", &addr)?;
@@ -608,9 +612,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "options.address");
+        // The seeds' name for client/server flannel: the same rules, kept as given.
         let e =
             NetworkRequest::from_json("n", &obj(json!({"type": "flanneld_service"}))).unwrap_err();
-        assert!(e.message.contains("flannel_etcd"));
+        assert_eq!(e.field, "options.address");
+        assert!(
+            e.message.contains("flanneld_service networks"),
+            "{}",
+            e.message
+        );
+        let n = NetworkRequest::from_json(
+            "n",
+            &obj(json!({"type": "flanneld_service", "options": {"address": "10.0.0.1:8080"}})),
+        )
+        .unwrap();
+        assert_eq!(n.kind, NetworkType::FlanneldService);
+        assert_eq!(
+            serde_json::to_value(&n).unwrap()["type"],
+            "flanneld_service"
+        );
+        let e = NetworkRequest::from_json("n", &obj(json!({"type": "flannel_sever"}))).unwrap_err();
+        assert!(e.message.contains("flanneld_service"), "{}", e.message);
         let e =
             NetworkRequest::from_json("n", &obj(json!({"options": {"adress": "x"}}))).unwrap_err();
         assert_eq!(e.field, "options.adress");

@@ -578,6 +578,7 @@ impl Plugin {
         let short = cfg
             .name
             .strip_prefix("commissaire_http.authentication.")
+            .or_else(|| cfg.name.strip_prefix("commissaire.authentication."))
             .unwrap_or(&cfg.name);
         match short {
             "httpbasicauth" => Ok(Plugin::Basic(BasicAuth::from_options(&cfg.options)?)),

@@ -4,7 +4,8 @@
 //! The file is `/etc/commissaire/commissaire.conf` when it exists, or `-c PATH` (`-` reads
 //! standard input); `--no-config-file` skips it. In file keys `-` and `_` are equivalent
 //! (`listen-port` = `listen_port`), as they are in flags (`--listen_port` = `--listen-port`).
-//! Every problem stops start-up with a message naming the key.
+//! Every problem stops start-up with a message naming the key; keys of the original that are
+//! accepted without (full) effect are listed in [`Config::warnings`], one message per key.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ use clap::Parser;
 use serde_json::{Map, Value};
 
 pub mod env;
+pub mod logging;
+pub mod storage;
 
 /// Where the server looks for its config file when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/commissaire/commissaire.conf";
@@ -21,7 +24,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/commissaire/commissaire.conf";
 #[command(
     name = "commissaire-server",
     version,
-    about = "Commissaire REST server: manage Linux hosts over SSH behind /api/v0"
+    about = "Commissaire REST server: manage Linux hosts over SSH behind /api/v0",
+    // The original's argparse accepts unambiguous prefixes (`--no-config`); so do we.
+    infer_long_args = true
 )]
 pub struct Cli {
     /// JSON config file (`-` for standard input). Default: /etc/commissaire/commissaire.conf if it exists.
@@ -30,7 +35,8 @@ pub struct Cli {
     /// Do not read any config file.
     #[arg(long)]
     pub no_config_file: bool,
-    /// Address to listen on (default 127.0.0.1).
+    /// Address or host name to listen on (default 127.0.0.1; a name listens on the first
+    /// address it resolves to, IPv4 first).
     #[arg(short = 'i', long, value_name = "ADDRESS")]
     pub listen_interface: Option<String>,
     /// Port to listen on (default 8000).
@@ -60,7 +66,8 @@ pub struct Cli {
     /// Debug logging.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub debug: Option<bool>,
-    /// Log filter, e.g. `info` or `info,commissaire_server=debug`.
+    /// Log filter, e.g. `info` or `info,commissaire_server=debug` (the config file also takes
+    /// the original's Python dictConfig object).
     #[arg(long, value_name = "FILTER")]
     pub logging: Option<String>,
     /// Seconds between two health checks of a host (default 60).
@@ -180,6 +187,9 @@ pub struct Config {
     pub bus_uri: Option<String>,
     /// Prefix of the bus's stream names.
     pub bus_exchange: String,
+    /// Keys accepted but not (fully) used, one message each naming the key and why; logged at
+    /// start-up.
+    pub warnings: Vec<String>,
 }
 
 /// The default data directory: `/var/lib/commissaire` for root, else
@@ -337,79 +347,56 @@ pub(crate) fn parse_plugins(key: &str, v: &Value) -> Result<Vec<PluginConfig>, S
         .collect()
 }
 
-pub(crate) fn parse_storage(handlers: Vec<PluginConfig>) -> Result<Option<EtcdHandler>, String> {
-    let key = "storage-handlers";
-    if handlers.len() > 1 {
+/// Validates the storage handlers (see [`storage`]): the etcd store, or `None` for the
+/// embedded store, and the warnings to log.
+pub(crate) fn parse_storage(
+    handlers: Vec<PluginConfig>,
+) -> Result<(Option<EtcdHandler>, Vec<String>), String> {
+    storage::parse(handlers)
+}
+
+/// The addresses `listen-interface` stands for: itself when it is an IP address, else what the
+/// host name resolves to (IPv4 first, then IPv6, each in resolver order).
+pub fn resolve_listen(interface: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    if let Ok(ip) = interface.parse::<std::net::IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    // A bare number would resolve as an IPv4 address in numeric form (`8000` is 0.0.31.64):
+    // it is a port given in the wrong place.
+    if interface.chars().all(|c| c.is_ascii_digit()) {
         return Err(err(
-            key,
-            "only one storage handler is supported: every model lives in one store",
+            "listen-interface",
+            format!("{interface:?} is a port number, not an address; give the port as listen-port"),
         ));
     }
-    let Some(h) = handlers.into_iter().next() else {
-        return Ok(None);
-    };
-    let name = h.name.rsplit('.').next().unwrap_or(&h.name);
-    if name != "etcd" {
-        return Err(err(
-            key,
-            format!(
-                "{:?} is not a storage handler; use \"etcd\" (without a handler the embedded store is used)",
-                h.name
-            ),
-        ));
-    }
-    let mut handler = EtcdHandler {
-        server_urls: vec!["http://127.0.0.1:2379".to_string()],
-        certificate_path: None,
-        certificate_key_path: None,
-        certificate_ca_path: None,
-    };
-    for (k, v) in h.options {
-        match k.as_str() {
-            "server_url" => {
-                let s = as_str(key, &v)?;
-                let urls: Vec<String> = s.split(',').map(|u| u.trim().to_string()).collect();
-                for u in &urls {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(err(
-                            key,
-                            format!("server_url {u:?} must start with http:// or https://"),
-                        ));
-                    }
-                }
-                handler.server_urls = urls;
-            }
-            "certificate_path" => handler.certificate_path = Some(as_str(key, &v)?.into()),
-            "certificate_key_path" => handler.certificate_key_path = Some(as_str(key, &v)?.into()),
-            "certificate_ca_path" => handler.certificate_ca_path = Some(as_str(key, &v)?.into()),
-            "models" => {
-                let models = as_str_list(key, &v)?;
-                if models != ["*"] {
-                    return Err(err(
-                        key,
-                        "models must be [\"*\"]: every model lives in one store",
-                    ));
-                }
-            }
-            "name" | "type" => {}
-            other => {
-                return Err(err(
-                    key,
-                    format!(
-                        "{other:?} is not an etcd handler option (server_url, certificate_path, certificate_key_path, certificate_ca_path, models)"
-                    ),
-                ));
-            }
+    let resolved = std::net::ToSocketAddrs::to_socket_addrs(&(interface, 0)).map_err(|e| {
+        err(
+            "listen-interface",
+            format!("{interface:?} is neither an IP address nor a host name that resolves ({e})"),
+        )
+    })?;
+    let mut ips: Vec<std::net::IpAddr> = Vec::new();
+    for a in resolved {
+        if !ips.contains(&a.ip()) {
+            ips.push(a.ip());
         }
     }
-    if handler.certificate_path.is_some() != handler.certificate_key_path.is_some() {
+    ips.sort_by_key(|ip| ip.is_ipv6());
+    if ips.is_empty() {
         return Err(err(
-            key,
-            "certificate_path and certificate_key_path must be given together",
+            "listen-interface",
+            format!("host name {interface:?} resolves to no address"),
         ));
     }
-    Ok(Some(handler))
+    Ok(ips)
 }
+
+/// Self-auth paths of the original that name no route here: accepted (they only skip
+/// authentication for a path this server answers with 404) with a warning saying so.
+const ORIGINAL_ONLY_PATHS: &[(&str, &str)] = &[(
+    "/api/v0/secrets",
+    "the original's Custodia secrets endpoint; this server keeps secrets sealed in its store and has no such route",
+)];
 
 pub(crate) fn read_file(path: &Path) -> Result<Map<String, Value>, String> {
     let text = if path == Path::new("-") {
@@ -477,6 +464,7 @@ impl Config {
             max_event_subscribers: 256,
             bus_uri: None,
             bus_exchange: "commissaire".into(),
+            warnings: vec![],
         };
         let mut header_read_timeout: Option<f64> = None;
         let mut idle_timeout: Option<f64> = None;
@@ -486,6 +474,7 @@ impl Config {
         let mut secrets_key_file = None;
         let mut storage = vec![];
         let mut log_format = None;
+        let mut dict_format = None;
         for (raw_key, v) in file {
             let key = raw_key.replace('_', "-");
             if !KNOWN_KEYS.contains(&key.as_str()) {
@@ -501,7 +490,9 @@ impl Config {
                         .as_u64()
                         .and_then(|p| u16::try_from(p).ok())
                         .filter(|p| *p > 0)
-                        .ok_or_else(|| err(&raw_key, format!("must be a port number 1-65535, got {v}")))?
+                        .ok_or_else(|| {
+                            err(&raw_key, format!("must be a port number 1-65535, got {v}"))
+                        })?
                 }
                 "tls-pemfile" => cfg.tls_pemfile = Some(as_str(&raw_key, &v)?.into()),
                 "tls-clientverifyfile" => {
@@ -516,9 +507,10 @@ impl Config {
                 "secrets-key-file" => secrets_key_file = Some(PathBuf::from(as_str(&raw_key, &v)?)),
                 "debug" => cfg.debug = as_bool(&raw_key, &v)?,
                 "logging" => {
-                    cfg.logging = Some(as_str(&raw_key, &v).map_err(|_| {
-                        err(&raw_key, "must be a log filter string such as \"info\" or \"info,commissaire_server=debug\"")
-                    })?)
+                    let spec = logging::parse(&raw_key, &v)?;
+                    cfg.logging = Some(spec.filter);
+                    dict_format = spec.format;
+                    cfg.warnings.extend(spec.warning);
                 }
                 "log-format" => log_format = Some(as_str(&raw_key, &v)?),
                 "insecure-no-auth" => cfg.insecure_no_auth = as_bool(&raw_key, &v)?,
@@ -528,19 +520,13 @@ impl Config {
                     })?)
                 }
                 "templates-dir" => cfg.templates_dir = Some(as_str(&raw_key, &v)?.into()),
-                "trusted-files-dir" => {
-                    cfg.trusted_files_dir = Some(as_str(&raw_key, &v)?.into())
-                }
+                "trusted-files-dir" => cfg.trusted_files_dir = Some(as_str(&raw_key, &v)?.into()),
                 "header-read-timeout" => header_read_timeout = Some(as_seconds(&raw_key, &v)?),
                 "idle-timeout" => idle_timeout = Some(as_seconds(&raw_key, &v)?),
                 "max-connections" => max_connections = Some(as_count(&raw_key, &v)?),
-                "max-event-subscribers" => {
-                    max_event_subscribers = Some(as_count(&raw_key, &v)?)
-                }
+                "max-event-subscribers" => max_event_subscribers = Some(as_count(&raw_key, &v)?),
                 "bus-uri" => cfg.bus_uri = Some(as_str(&raw_key, &v)?),
-                "bus-exchange" => {
-                    cfg.bus_exchange = as_str(&raw_key, &v)?
-                }
+                "bus-exchange" => cfg.bus_exchange = as_str(&raw_key, &v)?,
                 _ => unreachable!("every known key is handled"),
             }
         }
@@ -676,7 +662,8 @@ impl Config {
             ));
         }
         cfg.log_format = match log_format.as_deref() {
-            None | Some("text") => LogFormat::Text,
+            None => dict_format.unwrap_or(LogFormat::Text),
+            Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(err(
@@ -712,14 +699,11 @@ impl Config {
                 "must be letters, digits, '_', '-' or '.'",
             ));
         }
-        cfg.etcd = parse_storage(storage)?;
+        let (etcd, storage_warnings) = parse_storage(storage)?;
+        cfg.etcd = etcd;
+        cfg.warnings.extend(storage_warnings);
         cfg.secrets_key_file = secrets_key_file.unwrap_or_else(|| cfg.data_dir.join("secrets.key"));
-        if cfg.listen_interface.parse::<std::net::IpAddr>().is_err() {
-            return Err(err(
-                "listen-interface",
-                format!("{:?} is not an IP address", cfg.listen_interface),
-            ));
-        }
+        resolve_listen(&cfg.listen_interface)?;
         if cfg.tls_clientverifyfile.is_some() && cfg.tls_pemfile.is_none() {
             return Err(err(
                 "tls-clientverifyfile",
@@ -731,6 +715,12 @@ impl Config {
                 return Err(err(
                     "self-auths",
                     format!("{p:?} must be a path starting with '/'"),
+                ));
+            }
+            let trimmed = p.trim_end_matches('/');
+            if let Some((_, why)) = ORIGINAL_ONLY_PATHS.iter().find(|(o, _)| *o == trimmed) {
+                cfg.warnings.push(format!(
+                    "configuration key \"self-auths\": {p:?} is accepted but has no effect: {why}"
                 ));
             }
         }
@@ -824,6 +814,30 @@ mod tests {
         assert_eq!(c.bus_uri.as_deref(), Some("redis://127.0.0.1:6379/"));
         let e = Config::from_parts(file(json!({"log-format": "xml"})), cli(&[])).unwrap_err();
         assert!(e.contains("log-format"), "{e}");
+    }
+
+    #[test]
+    fn original_files_listen_names_and_warnings() {
+        let c = Config::from_parts(
+            file(
+                json!({"listen-interface": "localhost", "self-auths": ["/api/v0/secrets"],
+                        "logging": {"version": 1, "root": {"level": "WARNING"}}}),
+            ),
+            cli(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_listen(&c.listen_interface).unwrap()[0],
+            std::net::IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(c.logging.as_deref(), Some("warn"));
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("\"self-auths\""), "{:?}", c.warnings);
+        let e =
+            Config::from_parts(file(json!({"listen-interface": "8000"})), cli(&[])).unwrap_err();
+        assert!(e.contains("listen-port"), "{e}");
+        // argparse-style prefixes of the long flags.
+        assert!(cli(&["--no-config"]).no_config_file);
     }
 
     #[test]

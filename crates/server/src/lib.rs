@@ -372,6 +372,9 @@ fn bound_headers<A: axum_server::Address, Acc>(
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(&cfg);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     create_data_dir(&cfg)?;
     let sealer = Sealer::load_or_create(&cfg.secrets_key_file).map_err(anyhow::Error::msg)?;
     kube::trusted::configure(cfg.trusted_files_dir.as_deref()).map_err(anyhow::Error::msg)?;
@@ -470,8 +473,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
     };
     let app = app(state, auth);
-    let ip: std::net::IpAddr = cfg.listen_interface.parse().context("listen-interface")?;
-    let addr = SocketAddr::new(ip, cfg.listen_port);
+    // A host name listens on the first address it resolves to (IPv4 first): one socket, as
+    // the original's server had (docs/configuration.md).
+    let ips = config::resolve_listen(&cfg.listen_interface).map_err(anyhow::Error::msg)?;
+    if ips.len() > 1 {
+        tracing::info!(
+            listen_interface = %cfg.listen_interface,
+            resolved = ?ips,
+            "listen-interface resolves to several addresses; listening on the first"
+        );
+    }
+    let addr = SocketAddr::new(ips[0], cfg.listen_port);
     let listener =
         std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     listener.set_nonblocking(true)?;

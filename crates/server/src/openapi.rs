@@ -158,6 +158,7 @@ fn model_examples() -> BTreeMap<&'static str, Value> {
     let host = Host {
         status: HostState::Active,
         os: "fedora".into(),
+        distribution: "fedora".into(),
         os_version: "40".into(),
         cpus: 4,
         memory: 8_165_432,
@@ -430,12 +431,24 @@ fn complete(doc: &mut Value) {
                             "id: 42\ndata: {\"revision\":42,\"kind\":\"Host\",\"action\":\"updated\",\"name\":\"192.168.152.10\",\"object\":{\"address\":\"192.168.152.10\",\"status\":\"failed\"}}\n\n"
                         ))
                     } else if path == "/api/v0/status" {
-                        Some(json!({"status": "ok",
+                        Some(json!({"status": "ok", "stuck_workers": [],
                             "store": {"status": "ok", "backend": "etcd", "revision": 4711, "latency_ms": 1.8},
                             "bus": {"type": "in-process", "status": "ok"},
                             "jobs": {"pending": 0},
-                            "workers": {"investigator": {"status": "running", "in_flight": 0},
-                                        "watcher": {"status": "running", "rounds": 12, "hosts_checked_last_round": 20}}}))
+                            "workers": {
+                                "investigator": {"status": "running", "in_process": true, "running": true,
+                                    "stuck_reason": null, "round_interval_seconds": 60.0,
+                                    "last_round_at": "2026-05-04T10:15:02.125000",
+                                    "last_job_at": "2026-05-04T10:14:51.003000", "last_job": "192.168.152.10",
+                                    "last_error": {"at": "2026-05-04T09:58:40.500000", "key": "192.168.152.11",
+                                        "message": "unreachable: connecting to 192.168.152.11:22 took longer than 5 s (while connecting)"},
+                                    "reconciles_ok": 41, "reconcile_errors": 1, "reconciles_running": 0, "in_flight": 0},
+                                "watcher": {"status": "running", "in_process": true, "running": true,
+                                    "stuck_reason": null, "round_interval_seconds": 60.0,
+                                    "last_round_at": "2026-05-04T10:15:00.010000",
+                                    "last_job_at": "2026-05-04T10:15:01.700000", "last_job": "192.168.152.10",
+                                    "last_error": null, "reconciles_ok": 240, "reconcile_errors": 0,
+                                    "reconciles_running": 0, "rounds": 12, "hosts_checked_last_round": 20}}}))
                     } else {
                         None
                     };

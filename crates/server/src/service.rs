@@ -111,6 +111,8 @@ pub struct ServiceConfig {
     pub resync: Duration,
     /// Log filter.
     pub logging: String,
+    /// Keys accepted but not (fully) used, one message each naming the key and why.
+    pub warnings: Vec<String>,
 }
 
 const KNOWN: &[&str] = &[
@@ -209,8 +211,10 @@ impl ServiceConfig {
             lease_ttl: 10,
             resync: workers::RESYNC,
             logging: "info".into(),
+            warnings: vec![],
         };
         let mut handlers: Vec<PluginConfig> = vec![];
+        let mut custodia_warned = false;
         let mut debug = false;
         let mut logging = None;
         for (raw, v) in file {
@@ -226,7 +230,19 @@ impl ServiceConfig {
                 "storage_handlers" => {
                     handlers = config::parse_plugins(&raw, &v).map_err(anyhow::Error::msg)?
                 }
-                "logging" => logging = Some(config::as_str(&raw, &v).map_err(anyhow::Error::msg)?),
+                "logging" => {
+                    let spec = config::logging::parse(&raw, &v).map_err(anyhow::Error::msg)?;
+                    cfg.warnings.extend(spec.warning);
+                    logging = Some(spec.filter);
+                }
+                k if k.starts_with("custodia_") => {
+                    if !custodia_warned {
+                        custodia_warned = true;
+                        cfg.warnings.push(format!(
+                            "{raw}: accepted and not used: host credentials are sealed in the store with the secrets master key (secrets_key_file); there is no Custodia"
+                        ));
+                    }
+                }
                 "debug" => debug = config::as_bool(&raw, &v).map_err(anyhow::Error::msg)?,
                 "secrets_key_file" => {
                     cfg.secrets_key_file =
@@ -271,7 +287,10 @@ impl ServiceConfig {
                 config::parse_plugin_arg("--storage-handler", &s).map_err(anyhow::Error::msg)?,
             ];
         }
-        cfg.etcd = match config::parse_storage(handlers).map_err(anyhow::Error::msg)? {
+        let (etcd, storage_warnings) =
+            config::parse_storage(handlers).map_err(anyhow::Error::msg)?;
+        cfg.warnings.extend(storage_warnings);
+        cfg.etcd = match etcd {
             Some(h) => h,
             None => bail!(
                 "storage_handlers: commissaire-service needs an etcd storage handler (e.g. --storage-handler etcd:server_url=http://127.0.0.1:2379): the embedded store cannot be shared between processes"
@@ -357,6 +376,9 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(crate::log_colour_here())
         .try_init();
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let _ = crate::api::ops::prometheus();
     let store = crate::open_etcd(&cfg.etcd).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -492,16 +514,29 @@ fn status_router(ctx: Arc<workers::Ctx>, bus: Option<Arc<Bus>>, name: String) ->
                         None => None,
                     };
                     let mut workers = Map::new();
+                    let mut stuck_workers = Vec::new();
+                    let now = std::time::Instant::now();
+                    let shutting_down = *ctx.shutdown.borrow();
                     for kind in WorkerKind::ALL {
                         let s = ctx.drivers.of(kind);
-                        workers.insert(
-                            kind.as_str().into(),
-                            json!({"ok": s.ok.load(Relaxed), "errors": s.errors.load(Relaxed),
-                                   "jobs": s.jobs.load(Relaxed), "resyncs": s.resyncs.load(Relaxed),
-                                   "running": s.running.load(Relaxed)}),
-                        );
+                        // Only the kinds this process runs.
+                        if s.progress().started.is_none() {
+                            continue;
+                        }
+                        let (mut v, stuck) =
+                            crate::api::ops::worker_status(s, now, shutting_down);
+                        if stuck {
+                            stuck_workers.push(kind.as_str());
+                        }
+                        v["ok"] = s.ok.load(Relaxed).into();
+                        v["errors"] = s.errors.load(Relaxed).into();
+                        v["jobs"] = s.jobs.load(Relaxed).into();
+                        v["resyncs"] = s.resyncs.load(Relaxed).into();
+                        workers.insert(kind.as_str().into(), v);
                     }
                     axum::Json(json!({
+                        "status": if !store_ok { "unavailable" } else if stuck_workers.is_empty() { "ok" } else { "degraded" },
+                        "stuck_workers": stuck_workers,
                         "service": name,
                         "worker_id": ctx.coord.id(),
                         "store": if store_ok { "ok" } else { "unreachable" },

@@ -61,15 +61,16 @@ fn count(cmds: &[String], prefix: &str) -> usize {
     cmds.iter().filter(|c| c.starts_with(prefix)).count()
 }
 
-/// (os id, ostree) a flavour reports.
-fn expected_os(flavour: &str) -> (&'static str, bool) {
+/// (os, distribution, ostree) a flavour reports: `os` is the original's enum, `atomic` for
+/// every OSTree host; the distribution id stays in `distribution`.
+fn expected_os(flavour: &str) -> (&'static str, &'static str, bool) {
     match flavour {
-        "fedora" => ("fedora", false),
-        "rhel" => ("rhel", false),
-        "centos" => ("centos", false),
-        "debian" => ("debian", false),
-        "fedora-atomic" => ("fedora", true),
-        "rhel-atomic" => ("rhel", true),
+        "fedora" => ("fedora", "fedora", false),
+        "rhel" => ("rhel", "rhel", false),
+        "centos" => ("centos", "centos", false),
+        "debian" => ("debian", "debian", false),
+        "fedora-atomic" => ("atomic", "fedora", true),
+        "rhel-atomic" => ("atomic", "rhel", true),
         other => panic!("unknown flavour {other}"),
     }
 }
@@ -162,8 +163,9 @@ async fn mixed_fleet_of_20_is_bootstrapped() {
     for (i, a) in addrs.iter().enumerate() {
         let h = &hosts[a];
         let flavour = tb.flavour_of(a);
-        let (os, ostree) = expected_os(&flavour);
+        let (os, distribution, ostree) = expected_os(&flavour);
         assert_eq!(h["os"], os, "{a} ({flavour}): {h}");
+        assert_eq!(h["distribution"], distribution, "{a} ({flavour}): {h}");
         assert_eq!(h["ostree"], ostree, "{a}: {h}");
         assert_eq!(
             h["memory"],

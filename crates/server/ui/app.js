@@ -466,7 +466,7 @@ function hostsView() {
     const q = filter.value.trim().toLowerCase();
     const rows = [...state.hosts.values()].map((x) => Object.assign({ cluster: clusterOf(x.address) }, x))
       .filter((x) => !statusSel.value || x.status === statusSel.value)
-      .filter((x) => !q || [x.address, x.status, x.status_reason, x.cluster, x.os, x.os_version].join(' ').toLowerCase().includes(q))
+      .filter((x) => !q || [x.address, x.status, x.status_reason, x.cluster, x.os, x.distribution, x.os_version].join(' ').toLowerCase().includes(q))
       .sort((a, b) => {
         const x = a[sort.key];
         const y = b[sort.key];
@@ -477,7 +477,7 @@ function hostsView() {
       h('th', { scope: 'row' }, h('a', { href: `#/host/${encodeURIComponent(x.address)}` }, x.address)),
       h('td', { class: 'status' }, badge(x.status), x.status_reason ? h('div', { class: 'reason' }, x.status_reason) : null),
       h('td', {}, x.cluster ? h('a', { href: `#/cluster/${encodeURIComponent(x.cluster)}` }, x.cluster) : '—'),
-      h('td', {}, x.os ? `${x.os} ${x.os_version}${x.ostree ? ' (ostree)' : ''}` : '—'),
+      h('td', {}, x.os ? `${x.distribution || x.os} ${x.os_version}${x.ostree ? ' (atomic)' : ''}` : '—'),
       h('td', { class: 'num' }, x.cpus || '—'),
       h('td', { class: 'num' }, bytes(x.memory * 1024)),
       h('td', { class: 'num' }, bytes(x.space)),
@@ -543,7 +543,7 @@ function hostView(address) {
         h('dt', {}, 'Status'), h('dd', { class: 'status', id: 'host-status' }, badge(x.status)),
         h('dt', {}, 'Reason'), h('dd', {}, x.status_reason || '—'),
         h('dt', {}, 'Cluster'), h('dd', {}, cluster ? h('a', { href: `#/cluster/${encodeURIComponent(cluster)}` }, cluster) : '—'),
-        h('dt', {}, 'OS'), h('dd', {}, x.os ? `${x.os} ${x.os_version}` : '—'),
+        h('dt', {}, 'OS'), h('dd', {}, x.os ? `${x.os} (${x.distribution || x.os} ${x.os_version})` : '—'),
         h('dt', {}, 'OSTree'), h('dd', {}, x.ostree ? 'yes' : 'no'),
         h('dt', {}, 'CPUs'), h('dd', {}, x.cpus || '—'),
         h('dt', {}, 'Memory'), h('dd', {}, bytes(x.memory * 1024)),

@@ -742,6 +742,21 @@ fn config_error(msg: String) -> StoreError {
     StoreError::Backend(format!("invalid etcd configuration: {msg}"))
 }
 
+/// The system's CA bundle: `SSL_CERT_FILE` when set, else the first of the Debian and Red Hat
+/// bundle files that exists.
+fn system_ca_bundle() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
 /// Builds the TLS settings shared by all `https://` endpoints, or `None` for plain HTTP.
 async fn tls_config(cfg: &EtcdConfig) -> StoreResult<Option<ClientTlsConfig>> {
     let https = cfg
@@ -764,14 +779,20 @@ async fn tls_config(cfg: &EtcdConfig) -> StoreResult<Option<ClientTlsConfig>> {
             "etcd endpoints mix http:// and https://".to_string(),
         ));
     }
-    // No system roots are compiled in (one small TLS stack), so the CA must be given.
-    let Some(ca_path) = &cfg.ca_path else {
-        return Err(config_error(
-            "https:// etcd endpoints need a CA certificate (certificate_ca_path)".to_string(),
-        ));
+    // No system roots are compiled in (one small TLS stack). Without certificate_ca_path the
+    // system's CA bundle file is used, as the original's etcd client did: `SSL_CERT_FILE`,
+    // else the distribution's bundle.
+    let ca_path = match &cfg.ca_path {
+        Some(p) => p.clone(),
+        None => system_ca_bundle().ok_or_else(|| {
+            config_error(
+                "https:// etcd endpoints need a CA certificate: set certificate_ca_path (no system CA bundle found either: SSL_CERT_FILE, /etc/ssl/certs/ca-certificates.crt, /etc/pki/tls/certs/ca-bundle.crt)"
+                    .to_string(),
+            )
+        })?,
     };
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(
-        read_file("CA certificate", ca_path).await?,
+        read_file("CA certificate", &ca_path).await?,
     ));
     match (&cfg.cert_path, &cfg.key_path) {
         (Some(cert), Some(key)) => {

@@ -149,6 +149,79 @@ fn escape_output(
     }
 }
 
+/// The original's Docker registry mirror, which its bootstrap hard-coded (see
+/// docs/configuration.md, "Bootstrap templates").
+pub const ORIGINAL_DOCKER_REGISTRY: (&str, u16) = ("127.0.0.1", 8080);
+
+/// Defines the original's `commissaire_*` bootstrap variables, so an operator's templates
+/// written for the original render unchanged. Network-specific ones (`commissaire_flanneld_server`,
+/// `commissaire_etcd_*`) are set where the network is handled; until then they are null.
+fn original_vars(vars: &mut Value, inputs: &Inputs<'_>, conf: &dyn Fn(&str) -> String) {
+    let os = inputs.os;
+    let install = |packages: &[&str]| match os.install {
+        Some(cmd) if !packages.is_empty() => format!("{cmd} {}", packages.join(" ")),
+        // Nothing to install (OSTree hosts): the original used the no-op `true`.
+        _ => "true".to_string(),
+    };
+    let selinux_python: &[&str] = match (os.selinux, os.name.as_str()) {
+        (false, _) => &[],
+        (true, "fedora") => &["python3-libselinux"],
+        (true, _) => &["libselinux-python"],
+    };
+    let enable_repos = if os.name == "rhel" {
+        "subscription-manager repos --enable=rhel-7-server-extras-rpms --enable=rhel-7-server-optional-rpms"
+    } else {
+        "true"
+    };
+    let values = [
+        ("commissaire_bootstrap_ip", json!(inputs.address)),
+        (
+            "commissaire_docker_registry_host",
+            json!(ORIGINAL_DOCKER_REGISTRY.0),
+        ),
+        (
+            "commissaire_docker_registry_port",
+            json!(ORIGINAL_DOCKER_REGISTRY.1),
+        ),
+        ("commissaire_flannel_key", json!(DEFAULT_FLANNEL_KEY)),
+        ("commissaire_docker_config_local", json!("docker")),
+        ("commissaire_flanneld_config_local", json!("flanneld")),
+        ("commissaire_docker_config", json!(conf("docker"))),
+        ("commissaire_flanneld_config", json!(conf("flanneld"))),
+        (
+            "commissaire_install_libselinux_python",
+            json!(install(selinux_python)),
+        ),
+        (
+            "commissaire_install_flannel",
+            json!(install(os.flannel_packages)),
+        ),
+        (
+            "commissaire_install_docker",
+            json!(install(os.docker_packages)),
+        ),
+        ("commissaire_flannel_service", json!(FLANNEL_SERVICE)),
+        // The original set this to flanneld by mistake; docker is what it meant.
+        ("commissaire_docker_service", json!(DOCKER_SERVICE)),
+        ("commissaire_flanneld_server", Value::Null),
+        ("commissaire_etcd_server_url", Value::Null),
+        ("commissaire_etcd_ca_path", Value::Null),
+        ("commissaire_etcd_ca_path_local", Value::Null),
+        ("commissaire_etcd_client_cert_path", Value::Null),
+        ("commissaire_etcd_client_cert_path_local", Value::Null),
+        ("commissaire_etcd_client_key_path", Value::Null),
+        ("commissaire_etcd_client_key_path_local", Value::Null),
+        ("commissaire_enable_pkg_repos", json!(enable_repos)),
+        ("commissaire_restart_command", json!(os.restart)),
+        ("commissaire_upgrade_command", json!(os.upgrade)),
+        // Bootstrap deploys no particular version; the original's deploy play set it.
+        ("commissaire_deploy_version", json!("")),
+    ];
+    for (k, v) in values {
+        vars[k] = v;
+    }
+}
+
 /// Computes the bootstrap plan of a host.
 pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> {
     let os = inputs.os;
@@ -167,6 +240,8 @@ pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> 
         "kubernetes_ca_path": null, "kubeconfig_path": "/etc/kubernetes/kubeconfig",
     });
 
+    original_vars(&mut vars, inputs, &conf);
+
     if let Some(net) = inputs.network {
         packages.extend(os.flannel_packages);
         services.push(FLANNEL_SERVICE);
@@ -182,9 +257,11 @@ pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> 
                     })?;
                 vars["network_type"] = json!("flannel_etcd");
                 vars["etcd_server_url"] = json!(url);
-                vars["flannel_key"] = json!(
-                    opt_str(&net.options, "key").unwrap_or_else(|| DEFAULT_FLANNEL_KEY.into())
-                );
+                vars["commissaire_etcd_server_url"] = json!(url);
+                let key =
+                    opt_str(&net.options, "key").unwrap_or_else(|| DEFAULT_FLANNEL_KEY.into());
+                vars["flannel_key"] = json!(key);
+                vars["commissaire_flannel_key"] = json!(key);
                 // TLS files only from the network's options (files the operator put in the
                 // trusted files directory for flannel), never the server's own etcd keys.
                 let copies = [
@@ -215,13 +292,17 @@ pub fn plan(inputs: &Inputs<'_>, templates: &Templates) -> Result<Plan, String> 
                             mode,
                         });
                         vars[var] = json!(remote);
+                        vars[format!("commissaire_{var}")] = json!(remote);
+                        vars[format!("commissaire_{var}_local")] = json!(name);
                     }
                 }
             }
-            NetworkType::FlannelServer => {
+            NetworkType::FlannelServer | NetworkType::FlanneldService => {
+                // Templates test for one spelling of client/server flannel.
                 vars["network_type"] = json!("flannel_server");
-                vars["flannel_server"] =
-                    json!(opt_str(&net.options, "address").unwrap_or_default());
+                let address = opt_str(&net.options, "address").unwrap_or_default();
+                vars["flannel_server"] = json!(address);
+                vars["commissaire_flanneld_server"] = json!(address);
             }
         }
         files.push(FileSpec {

@@ -464,7 +464,7 @@ async fn step(
         }
         HostAction::RunCommand => {
             let host = load_host(ctx, address).await?;
-            let os = OsCommands::for_host(&host.os, host.ostree)?;
+            let os = OsCommands::for_host(host.distribution_id(), host.ostree)?;
             let session = session(ctx, address, remaining(), cache).await?;
             let result = async {
                 match op.kind {
@@ -558,7 +558,7 @@ async fn await_reboot(
 ) -> Result<(), String> {
     let before = progress.boot_id_before.clone();
     let host = load_host(ctx, address).await?;
-    let os = OsCommands::for_host(&host.os, host.ostree)?;
+    let os = OsCommands::for_host(host.distribution_id(), host.ostree)?;
     let probe =
         format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
     let mut last_error = String::from("no answer yet");

@@ -141,6 +141,77 @@ pub struct DriverStats {
     pub resyncs: AtomicU64,
     /// Reconciles running now.
     pub running: AtomicU64,
+    /// When rounds and jobs last finished, the last error, the loop's state: for `/status`.
+    pub progress: std::sync::Mutex<Progress>,
+}
+
+/// How long past its due time a round may be late before its worker counts as stuck: the
+/// round is a scan of the store, which the store's own timeouts bound well below this.
+pub const ROUND_GRACE: Duration = Duration::from_secs(60);
+
+/// What a driver last did, with the times (API timestamp format) an operator reads and the
+/// instants the stuck check measures with.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    /// The driver loop runs (set at start, cleared when it ends).
+    pub running: bool,
+    /// When the loop started.
+    pub started: Option<std::time::Instant>,
+    /// Its resync interval: one round is due per interval.
+    pub resync: Duration,
+    /// When the last round (scan of the store) finished.
+    pub last_round: Option<(std::time::Instant, String)>,
+    /// When the last job (one reconcile) finished, and its key.
+    pub last_job: Option<(String, String)>,
+    /// The last failure: when, the key (or `scan`), and the error.
+    pub last_error: Option<(String, String, String)>,
+}
+
+impl Progress {
+    /// Why the worker counts as stuck, or `None`: its loop has ended (while `shutting_down`
+    /// is false), or no round has finished within two resync intervals plus [`ROUND_GRACE`]
+    /// of the previous one (or of the start).
+    pub fn stuck(&self, now: std::time::Instant, shutting_down: bool) -> Option<String> {
+        let started = self.started?;
+        if !self.running {
+            return (!shutting_down).then(|| "its loop has stopped".to_string());
+        }
+        let since = self.last_round.as_ref().map(|r| r.0).unwrap_or(started);
+        let allowed = self.resync * 2 + ROUND_GRACE;
+        let late = now.saturating_duration_since(since);
+        (late > allowed).then(|| {
+            format!(
+                "no round finished for {} s (one is due every {} s)",
+                late.as_secs(),
+                self.resync.as_secs()
+            )
+        })
+    }
+}
+
+impl DriverStats {
+    fn with_progress(&self, f: impl FnOnce(&mut Progress)) {
+        // A poisoned lock only means a panic elsewhere mid-update; the data stays usable.
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut p);
+    }
+
+    /// A copy of the driver's progress.
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Clears [`Progress::running`] however the driver loop ends (return or panic).
+struct LoopGuard(Arc<DriverStats>);
+
+impl Drop for LoopGuard {
+    fn drop(&mut self) {
+        self.0.with_progress(|p| p.running = false);
+    }
 }
 
 struct Shared<R> {
@@ -165,6 +236,12 @@ pub async fn run<R: Reconciler>(
 ) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel();
     let kind = reconciler.kind().as_str();
+    stats.with_progress(|p| {
+        p.running = true;
+        p.started = Some(std::time::Instant::now());
+        p.resync = opts.resync;
+    });
+    let _guard = LoopGuard(stats.clone());
     let shared = Arc::new(Shared {
         reconciler,
         sem: Semaphore::new(opts.concurrency.max(1)),
@@ -183,6 +260,9 @@ pub async fn run<R: Reconciler>(
                 match shared.reconciler.scan().await {
                     Ok(keys) => {
                         shared.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                        shared.stats.with_progress(|p| {
+                            p.last_round = Some((std::time::Instant::now(), model::now_timestamp()));
+                        });
                         let spread = if opts.spread { opts.resync / 2 } else { Duration::ZERO };
                         for key in keys {
                             let delay = if spread.is_zero() {
@@ -197,7 +277,12 @@ pub async fn run<R: Reconciler>(
                             });
                         }
                     }
-                    Err(e) => tracing::warn!(worker = kind, error = %e, "scan failed; retried at the next resync"),
+                    Err(e) => {
+                        tracing::warn!(worker = kind, error = %e, "scan failed; retried at the next resync");
+                        shared.stats.with_progress(|p| {
+                            p.last_error = Some((model::now_timestamp(), "scan".into(), e.to_string()));
+                        });
+                    }
                 }
             }
             Some(key) = retry_rx.recv() => submit(&shared, key, None).await,
@@ -243,11 +328,19 @@ async fn submit<R: Reconciler>(shared: &Arc<Shared<R>>, key: String, ack: Option
             match result {
                 Ok(()) => {
                     shared.stats.ok.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.with_progress(|p| {
+                        p.last_job = Some((model::now_timestamp(), key.clone()));
+                    });
                     metrics::counter!("commissaire_reconciles_total", "worker" => kind, "result" => "ok").increment(1);
                     shared.failures.lock().await.remove(&key);
                 }
                 Err(e) => {
                     shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.with_progress(|p| {
+                        let at = model::now_timestamp();
+                        p.last_job = Some((at.clone(), key.clone()));
+                        p.last_error = Some((at, key.clone(), e.to_string()));
+                    });
                     metrics::counter!("commissaire_reconciles_total", "worker" => kind, "result" => "error").increment(1);
                     let n = {
                         let mut f = shared.failures.lock().await;
@@ -389,6 +482,45 @@ mod tests {
         // The initial scan fails each key once; the retry succeeds without another resync.
         wait_for(&r, "a", 2).await;
         wait_for(&r, "b", 2).await;
+    }
+
+    #[tokio::test]
+    async fn progress_records_rounds_jobs_errors_and_stuck_loops() {
+        let r = counting(true);
+        let (tx, rx) = watch::channel(false);
+        let stats: Arc<DriverStats> = Arc::default();
+        let opts = DriverOptions {
+            resync: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let h = tokio::spawn(run(r.clone(), Box::new(NoJobs), opts, stats.clone(), rx));
+        wait_for(&r, "a", 2).await;
+        wait_for(&r, "b", 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let p = stats.progress();
+        assert!(p.running && p.last_round.is_some() && p.last_job.is_some());
+        let (_, key, err) = p.last_error.clone().expect("the first tries failed");
+        assert!(
+            ["a", "b"].contains(&key.as_str()) && err.contains("first try fails"),
+            "{err}"
+        );
+        let now = std::time::Instant::now();
+        assert_eq!(p.stuck(now, false), None);
+        // Two intervals and the grace without a round: stuck.
+        let later = now + Duration::from_secs(7200) + ROUND_GRACE + Duration::from_secs(1);
+        assert!(p.stuck(later, false).unwrap().contains("no round finished"));
+        tx.send(true).unwrap();
+        h.await.unwrap();
+        let p = stats.progress();
+        assert!(!p.running);
+        assert_eq!(
+            p.stuck(now, true),
+            None,
+            "stopping at shutdown is not stuck"
+        );
+        assert_eq!(p.stuck(now, false).as_deref(), Some("its loop has stopped"));
+        // A driver never started is not reported stuck (this process does not run it).
+        assert_eq!(Progress::default().stuck(now, false), None);
     }
 
     #[test]

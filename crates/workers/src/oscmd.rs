@@ -42,6 +42,13 @@ pub const KUBE_SERVICES: &[&str] = &["kubelet", "kube-proxy"];
 impl OsCommands {
     /// The command set for a host with `/etc/os-release` id `os_id`.
     pub fn for_host(os_id: &str, ostree: bool) -> Result<OsCommands, String> {
+        // A record that only says `atomic` (the seeds' enum, no distribution id): an OSTree
+        // host, whose command set does not depend on the distribution.
+        let (os_id, ostree) = if os_id == model::OS_ATOMIC {
+            ("fedora", true)
+        } else {
+            (os_id, ostree)
+        };
         let family = match os_id {
             "fedora" => "fedora",
             "rhel" | "redhat" => "rhel",
@@ -151,6 +158,9 @@ mod tests {
         assert_eq!(atomic.upgrade, "rpm-ostree upgrade");
         assert!(atomic.install.is_none());
         assert_eq!(atomic.deploy("7.2.1").unwrap(), "rpm-ostree deploy 7.2.1");
+        let only_atomic = OsCommands::for_host("atomic", false).unwrap();
+        assert!(only_atomic.ostree);
+        assert_eq!(only_atomic.upgrade, "rpm-ostree upgrade");
         assert!(atomic.deploy("1; rm -rf /").is_err());
         assert!(
             OsCommands::for_host("fedora", false)

@@ -58,7 +58,7 @@ pub struct MembershipBody {
 /// Options of a network.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NetworkOptions {
-    /// `flannel_server` (required): `host:port` of the flannel server.
+    /// `flannel_server` and `flanneld_service` (required): `host:port` of the flannel server.
     pub address: Option<String>,
     /// `flannel_etcd`: etcd URL for flannel (default: the store's etcd).
     #[schema(pattern = "^https?://[^/\\s]+")]

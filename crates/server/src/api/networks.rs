@@ -37,7 +37,7 @@ pub async fn get_one(
 #[utoipa::path(put, path = "/api/v0/network/{name}", tag = "networks",
     operation_id = "put_network",
     params(("name" = String, Path)),
-    request_body(content = super::bodies::NetworkBody, description = "{\"type\": \"flannel_etcd\"|\"flannel_server\", \"options\": {}}"),
+    request_body(content = super::bodies::NetworkBody, description = "{\"type\": \"flannel_etcd\"|\"flannel_server\"|\"flanneld_service\", \"options\": {}}"),
     responses((status = 201, body = Network), (status = 400, body = model::ErrorBody), (status = 409, body = model::ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,

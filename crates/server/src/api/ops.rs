@@ -17,9 +17,12 @@ use crate::state::AppState;
 /// How long the status check waits for the store.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// `GET /api/v0/status` — 200 when the store answers, 503 otherwise.
+/// `GET /api/v0/status` — 200 when the store answers (`status` `ok`, or `degraded` when a
+/// worker is stuck), 503 otherwise. Per worker kind: whether it runs, when its last round and
+/// job finished, its last error (docs/api.md defines "stuck").
 #[utoipa::path(get, path = "/api/v0/status", tag = "operations",
-    responses((status = 200, description = "Healthy", body = Object), (status = 503, description = "Store unreachable", body = Object)))]
+    responses((status = 200, description = "The store answers: `status` is `ok`, or `degraded` when a worker is stuck (its loop stopped, or no round finished within two round intervals plus 60 s); per worker kind `status` (starting, running, stuck, stopped), `running`, `last_round_at`, `last_job_at`, `last_job`, `last_error` {at, key, message}", body = Object),
+        (status = 503, description = "Store unreachable", body = Object)))]
 pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let backend = state.store.backend_name();
     let started = Instant::now();
@@ -32,18 +35,19 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         }
     };
     let ok = store["status"] == "ok";
+    let mut stuck_workers: Vec<&str> = Vec::new();
     let (bus, workers) = match &state.bus {
         None => {
             let mut w = serde_json::Map::new();
+            let now = Instant::now();
+            let shutting_down = *state.shutdown.borrow();
             for kind in workers::driver::WorkerKind::ALL {
                 let d = state.drivers.of(kind);
-                w.insert(
-                    kind.as_str().into(),
-                    json!({"status": "running", "in_process": true,
-                           "reconciles_ok": d.ok.load(Ordering::Relaxed),
-                           "reconcile_errors": d.errors.load(Ordering::Relaxed),
-                           "running": d.running.load(Ordering::Relaxed)}),
-                );
+                let (v, stuck) = worker_status(d, now, shutting_down);
+                if stuck {
+                    stuck_workers.push(kind.as_str());
+                }
+                w.insert(kind.as_str().into(), v);
             }
             w["investigator"]["in_flight"] =
                 state.workers.investigations.load(Ordering::Relaxed).into();
@@ -78,16 +82,27 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                         Ok(Ok(kvs)) => kvs.len(),
                         _ => 0,
                     };
+                // Their rounds, jobs and errors are on each process's own /status
+                // (commissaire-service --metrics-listen).
                 w.insert(
                     kind.as_str().into(),
-                    json!({"status": if live > 0 { "running" } else { "none" }, "in_process": false, "processes": live}),
+                    json!({"status": if live > 0 { "running" } else { "none" }, "in_process": false,
+                           "running": live > 0, "processes": live}),
                 );
             }
             (bus, Value::Object(w))
         }
     };
+    let overall = if !ok {
+        "unavailable"
+    } else if !stuck_workers.is_empty() {
+        "degraded"
+    } else {
+        "ok"
+    };
     let body = json!({
-        "status": if ok { "ok" } else { "unavailable" },
+        "status": overall,
+        "stuck_workers": stuck_workers,
         "store": store,
         "bus": bus,
         "jobs": {"pending": state.jobs.pending()},
@@ -99,6 +114,37 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// One worker kind's entry in a status answer, and whether it is stuck: whether its loop
+/// runs, when its last round and job finished, its last error, its counters.
+pub fn worker_status(
+    d: &workers::driver::DriverStats,
+    now: Instant,
+    shutting_down: bool,
+) -> (Value, bool) {
+    let p = d.progress();
+    let stuck = p.stuck(now, shutting_down);
+    let status = match (&stuck, p.running, p.started) {
+        (Some(_), _, _) => "stuck",
+        (None, true, _) => "running",
+        // Spawned at start-up but its loop has not begun yet.
+        (None, false, None) => "starting",
+        (None, false, Some(_)) => "stopped",
+    };
+    let is_stuck = stuck.is_some();
+    let v = json!({"status": status, "in_process": true,
+           "running": p.running,
+           "stuck_reason": stuck,
+           "round_interval_seconds": p.resync.as_secs_f64(),
+           "last_round_at": p.last_round.map(|r| r.1),
+           "last_job_at": p.last_job.as_ref().map(|j| j.0.clone()),
+           "last_job": p.last_job.map(|j| j.1),
+           "last_error": p.last_error.map(|(at, key, message)| json!({"at": at, "key": key, "message": message})),
+           "reconciles_ok": d.ok.load(Ordering::Relaxed),
+           "reconcile_errors": d.errors.load(Ordering::Relaxed),
+           "reconciles_running": d.running.load(Ordering::Relaxed)});
+    (v, is_stuck)
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every server in a process).

@@ -71,6 +71,9 @@ fn to_value(key: &str, var: &str, text: &str) -> Result<Value, String> {
                 Value::Array(items)
             }
         }
+        // The original's dictConfig object, as the config file would hold it.
+        "logging" if t.starts_with('{') => serde_json::from_str(t)
+            .map_err(|e| bad(var, text, &format!("is not valid JSON ({e})")))?,
         _ => Value::String(text.to_string()),
     })
 }
@@ -198,6 +201,17 @@ mod tests {
         assert!(c.etcd.is_some());
         // Empty means unset: the file's value stays.
         assert_eq!(c.logging.as_deref(), Some("warn"));
+        // The original's dictConfig object works from the environment too.
+        let c = load(
+            json!({}),
+            &[(
+                "COMMISSAIRE_LOGGING",
+                r#"{"version": 1, "root": {"level": "DEBUG"}}"#,
+            )],
+            Cli::default(),
+        )
+        .unwrap();
+        assert_eq!(c.logging.as_deref(), Some("debug"));
     }
 
     #[test]
