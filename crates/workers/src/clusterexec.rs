@@ -561,7 +561,10 @@ async fn await_reboot(
     let os = OsCommands::for_host(host.distribution_id(), host.ostree)?;
     let probe =
         format!("cat /proc/sys/kernel/random/boot_id; cat {REBOOT_MARKER} 2>/dev/null || true");
-    let mut last_error = String::from("no answer yet");
+    // What the host last answered, and what went wrong since: a failed last attempt (e.g. one
+    // cut short by the deadline) must not hide that the host was seen still in its old boot.
+    let mut last_seen: Option<&str> = None;
+    let mut last_error: Option<String> = None;
     let mut pause = REBOOT_PROBE_MIN;
     while Instant::now() < deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -592,17 +595,19 @@ async fn await_reboot(
                             pause = REBOOT_PROBE_MIN;
                         } else {
                             // Requested, and still up in the old boot.
-                            last_error = "still running the boot it had before the reboot                                           was requested"
-                                .into();
+                            last_seen = Some(
+                                "still running the boot it had before the reboot was requested",
+                            );
+                            last_error = None;
                             pause = (pause * 2).min(REBOOT_PROBE_MAX);
                         }
                     }
                     Ok(o) => {
-                        last_error = format!("boot id check exited with {}", o.status);
+                        last_error = Some(format!("boot id check exited with {}", o.status));
                         pause = REBOOT_PROBE_MIN;
                     }
                     Err(e) => {
-                        last_error = e.to_string();
+                        last_error = Some(e.to_string());
                         pause = REBOOT_PROBE_MIN;
                     }
                 }
@@ -610,7 +615,7 @@ async fn await_reboot(
                 drop_session(cache).await;
             }
             Err(e) => {
-                last_error = e;
+                last_error = Some(e);
                 pause = REBOOT_PROBE_MIN;
             }
         }
@@ -618,8 +623,14 @@ async fn await_reboot(
         // host is seen back within a fraction of a second (bounded by the deadline).
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
+    let detail = match (last_seen, last_error) {
+        (Some(seen), Some(e)) => format!("last seen {seen}; then: {e}"),
+        (Some(seen), None) => format!("last seen {seen}"),
+        (None, Some(e)) => format!("last: {e}"),
+        (None, None) => "no answer".to_string(),
+    };
     Err(format!(
-        "did not come back with a new boot id in time (last: {last_error})"
+        "did not come back with a new boot id in time ({detail})"
     ))
 }
 
