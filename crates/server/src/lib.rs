@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod fleet_metrics;
@@ -207,7 +208,12 @@ fn build_auth(cfg: &Config) -> anyhow::Result<Authenticator> {
     let mut plugins = cfg
         .authentication_plugins
         .iter()
-        .map(Plugin::from_config)
+        .map(|p| {
+            Plugin::from_config(
+                p,
+                cfg.tls_pemfile.is_some() && cfg.tls_clientverifyfile.is_some(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     if plugins.is_empty() {
@@ -383,7 +389,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ..api::events::FeedLimits::default()
     });
     let store = fleet_metrics::timed(open_store(&cfg).await?);
-    let auth = Arc::new(build_auth(&cfg)?);
+    let auth = Arc::new(build_auth(&cfg)?.with_store(store.clone()));
     let tls = tls_config(&cfg)?;
     seed(store.clone());
     let templates =
