@@ -281,7 +281,17 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
                     })?)
                     .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
+            // With httpauthclientcert stacked with other plugins, a client without a
+            // certificate may still log in another way; a certificate it does send must verify.
+            if cfg
+                .authentication_plugins
+                .iter()
+                .any(|p| auth::short_name(&p.name) != "httpauthclientcert")
+            {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
                 .build()
                 .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
@@ -514,9 +524,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
             // The socket is counted and idle-bounded before the handshake, which itself has
             // the header-read bound.
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rc)
-                .handshake_timeout(cfg.header_read_timeout)
-                .acceptor(limits);
+            let acceptor = auth::clientcert::PeerCertAcceptor::new(
+                axum_server::tls_rustls::RustlsAcceptor::new(rc)
+                    .handshake_timeout(cfg.header_read_timeout)
+                    .acceptor(limits),
+            );
             let mut server = axum_server::from_tcp(listener)?
                 .acceptor(acceptor)
                 .handle(handle);

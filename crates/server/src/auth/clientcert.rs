@@ -63,3 +63,83 @@ impl ClientCertAuth {
         Outcome::Allowed(Identity::user(cn, role))
     }
 }
+
+/// Wraps the TLS acceptor: after the handshake, the connection's verified client certificate
+/// (if the client sent one) goes into every request's extensions as a [`PeerCertificate`].
+#[derive(Clone, Debug)]
+pub struct PeerCertAcceptor<A> {
+    inner: A,
+}
+
+impl<A> PeerCertAcceptor<A> {
+    /// Wraps `inner` (an `axum_server` TLS acceptor).
+    pub fn new(inner: A) -> Self {
+        PeerCertAcceptor { inner }
+    }
+}
+
+impl<A, I, S, T> axum_server::accept::Accept<I, S> for PeerCertAcceptor<A>
+where
+    A: axum_server::accept::Accept<I, S, Stream = tokio_rustls::server::TlsStream<T>>,
+    A::Future: Send + 'static,
+    A::Service: Send + 'static,
+    T: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = WithPeerCert<A::Service>;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<(Self::Stream, Self::Service)>> + Send,
+        >,
+    >;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let fut = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = fut.await?;
+            let cert = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| PeerCertificate(std::sync::Arc::new(c.as_ref().to_vec())));
+            Ok((
+                stream,
+                WithPeerCert {
+                    inner: service,
+                    cert,
+                },
+            ))
+        })
+    }
+}
+
+/// A connection's service that adds its client certificate to each request.
+#[derive(Clone, Debug)]
+pub struct WithPeerCert<S> {
+    inner: S,
+    cert: Option<PeerCertificate>,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for WithPeerCert<S>
+where
+    S: tower::Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        if let Some(c) = &self.cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        self.inner.call(req)
+    }
+}
