@@ -520,3 +520,335 @@ async fn every_route_answers_each_role_as_documented() {
         "the matrix tests a route the document lacks"
     );
 }
+
+async fn new_token(s: &Server, body: Value) -> Resp {
+    call(s, None, Method::POST, "/registration-tokens", Some(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_tokens_register_hosts_and_nothing_else() {
+    let env = Env::new(Backend::Sqlite);
+    add_role_users(&env);
+    let s = env.server().await;
+    let key = env.key(KeyKind::Ed25519);
+    let host = |addr: &str| json!({"address": addr, "ssh_priv_key": key.b64});
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
+    expect_status(&s.put("/cluster/c2", s.cluster_body().await).await, 201);
+
+    // Only admins create them; bad input is refused naming the field, and writes nothing
+    // (but the audit log).
+    for (bad, needle) in [
+        (json!({"expires_in": -5}), "expires_in"),
+        (json!({"single_use": "yes"}), "single_use"),
+        (json!({"cluster": "nope"}), "cluster nope does not exist"),
+        (json!({"password": "x"}), "unknown field"),
+    ] {
+        let r = new_token(&s, bad).await;
+        assert!(r.status == 400 || r.status == 409, "{r:?}");
+        assert!(r.text.contains(needle), "{r:?}");
+    }
+    expect_error(
+        &call(
+            &s,
+            Some(OPERATOR),
+            Method::POST,
+            "/registration-tokens",
+            Some(&json!({})),
+        )
+        .await,
+        403,
+        "registration-tokens:manage",
+    );
+    assert_eq!(
+        expect_status(&s.get("/registration-tokens").await, 200),
+        json!([]),
+        "refused requests made no token"
+    );
+
+    let any = expect_status(&new_token(&s, json!({"description": "rack 12"})).await, 201);
+    let token = any["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("cmsreg_"), "{any}");
+    let expires = chrono::DateTime::parse_from_rfc3339(any["expires"].as_str().unwrap()).unwrap();
+    let in_a_day = chrono::Utc::now() + chrono::Duration::hours(24);
+    assert!(
+        (expires.timestamp() - in_a_day.timestamp()).abs() < 60,
+        "the default lifetime is 24 h: {any}"
+    );
+    // The list never shows a secret.
+    let list = expect_status(&s.get("/registration-tokens").await, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0].get("token").is_none() && !list.to_string().contains(&token[20..]));
+
+    // It registers a host...
+    let h = expect_status(
+        &bearer(&s, &token, Method::PUT, "/host", Some(&host("127.0.1.1"))).await,
+        201,
+    );
+    assert_eq!(h["address"], "127.0.1.1");
+    // ...and does nothing else.
+    for (m, path, body) in [
+        (Method::GET, "/hosts", None),
+        (Method::GET, "/host/127.0.1.1/creds", None),
+        (Method::PUT, "/host/127.0.1.2", Some(host("127.0.1.2"))),
+        (Method::DELETE, "/host/127.0.1.1", None),
+        (Method::PUT, "/cluster/c3", Some(json!({}))),
+        (Method::POST, "/registration-tokens", Some(json!({}))),
+        (Method::GET, "/audit", None),
+    ] {
+        expect_error(
+            &bearer(&s, &token, m, path, body.as_ref()).await,
+            403,
+            "may only register a host",
+        );
+    }
+    expect_status(&s.get("/host/127.0.1.1").await, 200);
+
+    // Scoped to a cluster: the host joins it, and may not name another.
+    let scoped = expect_status(&new_token(&s, json!({"cluster": "c1"})).await, 201);
+    let scoped = scoped["token"].as_str().unwrap();
+    let mut other = host("127.0.1.3");
+    other["cluster"] = json!("c2");
+    expect_error(
+        &bearer(&s, scoped, Method::PUT, "/host", Some(&other)).await,
+        403,
+        "only registers hosts into cluster c1",
+    );
+    expect_status(&s.get("/host/127.0.1.3").await, 404);
+    expect_status(
+        &bearer(&s, scoped, Method::PUT, "/host", Some(&host("127.0.1.3"))).await,
+        201,
+    );
+    let members = expect_status(&s.get("/cluster/c1/hosts").await, 200);
+    assert_eq!(members, json!(["127.0.1.3"]));
+
+    // Single use: the second host is refused, the token is gone.
+    let once = expect_status(&new_token(&s, json!({"single_use": true})).await, 201);
+    let once_token = once["token"].as_str().unwrap();
+    expect_status(
+        &bearer(
+            &s,
+            once_token,
+            Method::PUT,
+            "/host",
+            Some(&host("127.0.1.4")),
+        )
+        .await,
+        201,
+    );
+    expect_error(
+        &bearer(
+            &s,
+            once_token,
+            Method::PUT,
+            "/host",
+            Some(&host("127.0.1.5")),
+        )
+        .await,
+        401,
+        "invalid credentials",
+    );
+    expect_status(&s.get("/host/127.0.1.5").await, 404);
+
+    // Expiry.
+    let short = expect_status(&new_token(&s, json!({"expires_in": 1})).await, 201);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    expect_error(
+        &bearer(
+            &s,
+            short["token"].as_str().unwrap(),
+            Method::PUT,
+            "/host",
+            Some(&host("127.0.1.6")),
+        )
+        .await,
+        401,
+        "invalid credentials",
+    );
+    expect_status(&s.get("/host/127.0.1.6").await, 404);
+
+    // Revocation, by id; a wrong secret for a live id is refused as well.
+    let id = any["id"].as_str().unwrap();
+    let forged = format!("cmsreg_{id}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    expect_error(
+        &bearer(&s, &forged, Method::PUT, "/host", Some(&host("127.0.1.7"))).await,
+        401,
+        "invalid credentials",
+    );
+    expect_status(&s.delete(&format!("/registration-tokens/{id}")).await, 200);
+    expect_error(
+        &bearer(&s, &token, Method::PUT, "/host", Some(&host("127.0.1.7"))).await,
+        401,
+        "invalid credentials",
+    );
+    expect_status(&s.get("/host/127.0.1.7").await, 404);
+    expect_error(
+        &s.delete(&format!("/registration-tokens/{id}")).await,
+        404,
+        "does not exist",
+    );
+    // Used-up, expired and revoked tokens are not listed.
+    let ids: Vec<String> = expect_status(&s.get("/registration-tokens").await, 200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "only the cluster-scoped token is left: {ids:?}"
+    );
+    // The store holds digests, never a token.
+    let db = std::fs::read(env.dir().join("data/store.db")).unwrap();
+    let db = String::from_utf8_lossy(&db);
+    for t in [&token, scoped] {
+        let secret = t.split_once('.').unwrap().1;
+        assert!(
+            !db.contains(secret),
+            "a token secret is in the store in clear"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_changes_and_refusals_of_each_user() {
+    let env = Env::new(Backend::Sqlite);
+    add_role_users(&env);
+    let s = env.server().await;
+    let key = env.key(KeyKind::Ed25519);
+    // Changes by the admin and by the operator; refused attempts by the viewer, by the
+    // operator beyond its role, and with a wrong password.
+    expect_status(&s.put("/cluster/c1", s.cluster_body().await).await, 201);
+    expect_status(
+        &call(
+            &s,
+            Some(OPERATOR),
+            Method::PUT,
+            "/host/127.0.1.1",
+            Some(&json!({"ssh_priv_key": key.b64})),
+        )
+        .await,
+        201,
+    );
+    expect_status(
+        &call(&s, Some(OPERATOR), Method::DELETE, "/host/127.0.1.1", None).await,
+        200,
+    );
+    expect_status(
+        &call(&s, Some(VIEWER), Method::DELETE, "/cluster/c1", None).await,
+        403,
+    );
+    expect_status(
+        &call(&s, Some(OPERATOR), Method::DELETE, "/cluster/c1", None).await,
+        403,
+    );
+    expect_status(
+        &call(&s, Some(VIEWER), Method::GET, "/host/127.0.1.1/creds", None).await,
+        403,
+    );
+    expect_status(
+        &call(
+            &s,
+            Some((OPERATOR.0, "wrong-password-999")),
+            Method::PUT,
+            "/cluster/c9",
+            Some(&json!({})),
+        )
+        .await,
+        401,
+    );
+    // A read that is allowed is not a change: not recorded.
+    expect_status(
+        &call(&s, Some(VIEWER), Method::GET, "/clusters", None).await,
+        200,
+    );
+
+    let all = expect_status(&s.get("/audit").await, 200);
+    let records = all.as_array().unwrap();
+    let find = |user: Option<&str>, method: &str, route: &str| {
+        records
+            .iter()
+            .find(|r| r["user"].as_str() == user && r["method"] == method && r["route"] == route)
+            .unwrap_or_else(|| panic!("no record of {user:?} {method} {route} in {all:#}"))
+            .clone()
+    };
+    let r = find(Some(OPERATOR.0), "PUT", "/api/v0/host/127.0.1.1");
+    assert_eq!(r["role"], "operator");
+    assert_eq!(r["status"], 201);
+    assert_eq!(r["outcome"], "allowed");
+    assert_eq!(r["target"], "host/127.0.1.1");
+    assert_eq!(r["source"], "127.0.0.1");
+    assert!(
+        r["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{r}"
+    );
+    assert!(chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap()).is_ok());
+    let r = find(Some(USER), "PUT", "/api/v0/cluster/c1");
+    assert_eq!(
+        (r["role"].as_str(), r["outcome"].as_str()),
+        (Some("admin"), Some("allowed"))
+    );
+    for (user, method, route) in [
+        (VIEWER.0, "DELETE", "/api/v0/cluster/c1"),
+        (OPERATOR.0, "DELETE", "/api/v0/cluster/c1"),
+        (VIEWER.0, "GET", "/api/v0/host/127.0.1.1/creds"),
+    ] {
+        let r = find(Some(user), method, route);
+        assert_eq!(
+            (r["status"].as_u64(), r["outcome"].as_str()),
+            (Some(403), Some("refused")),
+            "{r}"
+        );
+    }
+    let r = find(None, "PUT", "/api/v0/cluster/c9");
+    assert_eq!(
+        (r["status"].as_u64(), r["outcome"].as_str()),
+        (Some(401), Some("refused"))
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["method"] == "GET" && r["route"] == "/api/v0/clusters"),
+        "allowed reads are not audited"
+    );
+    // No secret in any field: passwords, the private key.
+    let text = all.to_string();
+    for secret in [PASSWORD, OPERATOR.1, VIEWER.1, "wrong-password-999"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(key.secret_fragments())
+    {
+        assert!(!text.contains(&secret), "a secret is in the audit log");
+    }
+    // Filters: user, target, time.
+    let mine = expect_status(&s.get(&format!("/audit?user={}", OPERATOR.0)).await, 200);
+    assert!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["user"] == OPERATOR.0)
+    );
+    assert_eq!(mine.as_array().unwrap().len(), 3);
+    let host = expect_status(&s.get("/audit?target=host/127.0.1.1").await, 200);
+    assert_eq!(host.as_array().unwrap().len(), 2, "{host:#}");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let since = later.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let none = expect_status(&s.get(&format!("/audit?since={since}")).await, 200);
+    assert_eq!(none, json!([]));
+    expect_error(&s.get("/audit?since=yesterday").await, 400, "since");
+    // Admins only (and asking is itself a refused attempt on record).
+    expect_error(
+        &call(&s, Some(OPERATOR), Method::GET, "/audit", None).await,
+        403,
+        "audit:read",
+    );
+    // Each record is also a JSON log line.
+    let log = std::fs::read_to_string(&s.opts.log_path).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("audit")
+            && l.contains(r#""route":"/api/v0/host/127.0.1.1""#)
+            && l.contains(r#""user":"olga""#)),
+        "{}",
+        s.log_tail(20)
+    );
+}
