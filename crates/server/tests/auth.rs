@@ -852,3 +852,322 @@ async fn the_audit_log_records_changes_and_refusals_of_each_user() {
         s.log_tail(20)
     );
 }
+
+/// Options for a server with `plugins` in front of the harness's basic-auth plugin.
+fn with_plugins(env: &Env, name: &str, plugins: &[String]) -> ServerOptions {
+    let mut opts = env.options(name);
+    for p in plugins {
+        opts.extra_args.push("--authentication-plugin".into());
+        opts.extra_args.push(p.clone());
+    }
+    opts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_authenticate_scripts_with_their_role() {
+    use sha2::Digest;
+    let env = Env::new(Backend::Sqlite);
+    let token = "ci-token-0123456789abcdef0123456789abcdef";
+    let tokens = env.dir().join("tokens.json");
+    let hash = format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    );
+    std::fs::write(
+        &tokens,
+        json!({"ci-bot": {"hash": hash, "role": "operator"}}).to_string(),
+    )
+    .unwrap();
+    // Spelled the way the seeds spell plugins.
+    let s = Server::start(with_plugins(
+        &env,
+        "data",
+        &[format!(
+            "commissaire.authentication.apitokenauth:filepath={}",
+            tokens.display()
+        )],
+    ))
+    .await;
+    expect_status(&bearer(&s, token, Method::GET, "/hosts", None).await, 200);
+    expect_error(
+        &bearer(
+            &s,
+            token,
+            Method::PUT,
+            "/network/n1",
+            Some(&json!({"type": "flannel_server", "options": {"address": "127.0.0.1:8080"}})),
+        )
+        .await,
+        403,
+        "user ci-bot (role operator) lacks permission networks:write",
+    );
+    expect_error(
+        &bearer(&s, "ci-token-wrong", Method::GET, "/hosts", None).await,
+        401,
+        "invalid credentials",
+    );
+    // Stacked: basic credentials still work, through the next plugin.
+    expect_status(&s.get("/hosts").await, 200);
+    // The file holds digests only, and a changed file is read again.
+    std::fs::write(&tokens, json!({"ci-bot": {"hash": hash, "role": "viewer"}, "pad": {"hash": format!("sha256:{}", "0".repeat(64))}}).to_string()).unwrap();
+    expect_error(
+        &bearer(&s, token, Method::PUT, "/host/127.0.1.1", Some(&json!({}))).await,
+        403,
+        "role viewer",
+    );
+    // A bad tokens file stops start-up with a message naming it.
+    let bad = env.dir().join("bad-tokens.json");
+    std::fs::write(&bad, json!({"x": {"hash": token}}).to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_commissaire-server"))
+        .args(["--no-config-file", "--data-dir"])
+        .arg(env.dir().join("bad"))
+        .arg("--authentication-plugin")
+        .arg(format!("apitokenauth:filepath={}", bad.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sha256:") && !err.contains(token), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystone_passwords_and_tokens_over_tls() {
+    let ks = FakeKeystone::start();
+    ks.add_user("Default", "kate", "ks-pass-kate", &["member"]);
+    ks.add_user("Default", "adam", "ks-pass-adam", &["admin"]);
+    ks.add_user("Other", "odin", "ks-pass-odin", &["admin"]);
+    let env = Env::new(Backend::Sqlite);
+    let ca = ks.ca_path();
+    let opts = |url: &str, ca: Option<&std::path::Path>| {
+        let ca = ca
+            .map(|c| format!(",ca_path={}", c.display()))
+            .unwrap_or_default();
+        vec![
+            format!(
+                "commissaire_http.authentication.keystonepasswordauth:url={url}{ca},default_role=viewer,roles={{\"admin\":\"admin\"}}"
+            ),
+            format!(
+                "keystonetokenauth:url={url}/auth/tokens{ca},default_role=viewer,roles={{\"admin\":\"admin\"}}"
+            ),
+        ]
+    };
+    let s = Server::start(with_plugins(&env, "data", &opts(&ks.url(), Some(&ca)))).await;
+    let net = json!({"type": "flannel_server", "options": {"address": "127.0.0.1:8080"}});
+
+    // Passwords: the Keystone roles decide.
+    expect_status(
+        &call(
+            &s,
+            Some(("kate", "ks-pass-kate")),
+            Method::GET,
+            "/hosts",
+            None,
+        )
+        .await,
+        200,
+    );
+    expect_error(
+        &call(
+            &s,
+            Some(("kate", "ks-pass-kate")),
+            Method::PUT,
+            "/network/n1",
+            Some(&net),
+        )
+        .await,
+        403,
+        "role viewer",
+    );
+    expect_status(
+        &call(
+            &s,
+            Some(("adam", "ks-pass-adam")),
+            Method::PUT,
+            "/network/n1",
+            Some(&net),
+        )
+        .await,
+        201,
+    );
+    // Wrong password, and a user of another domain than the configured one (Default).
+    expect_error(
+        &call(&s, Some(("kate", "nope")), Method::GET, "/hosts", None).await,
+        401,
+        "invalid credentials",
+    );
+    expect_status(
+        &call(
+            &s,
+            Some(("odin", "ks-pass-odin")),
+            Method::GET,
+            "/hosts",
+            None,
+        )
+        .await,
+        401,
+    );
+    // A success is remembered briefly: no second Keystone call.
+    let before = ks.requests().len();
+    expect_status(
+        &call(
+            &s,
+            Some(("kate", "ks-pass-kate")),
+            Method::GET,
+            "/clusters",
+            None,
+        )
+        .await,
+        200,
+    );
+    assert_eq!(ks.requests().len(), before, "{:?}", ks.requests());
+    // Stacking: Keystone refuses the harness's user, the basic plugin after it accepts.
+    expect_status(&s.get("/hosts").await, 200);
+
+    // Tokens, validated with GET /v3/auth/tokens.
+    let token = ks.issue_token("Default", "adam");
+    let with_token = |t: &str, m: Method, path: &str| {
+        s.client()
+            .request(m, s.url(path))
+            .timeout(REQUEST_TIMEOUT)
+            .header("X-Auth-Token", t)
+    };
+    expect_status(
+        &s.send(with_token(&token, Method::DELETE, "/network/n1"))
+            .await,
+        200,
+    );
+    assert!(ks.requests().contains(&"GET /v3/auth/tokens".to_string()));
+    expect_error(
+        &s.send(with_token("gAAAAnot-a-token", Method::GET, "/hosts"))
+            .await,
+        401,
+        "invalid credentials",
+    );
+    let viewer_token = ks.issue_token("Default", "kate");
+    expect_status(
+        &s.send(
+            with_token(&viewer_token, Method::PUT, "/network/n1")
+                .header("content-type", "application/json")
+                .body(net.to_string()),
+        )
+        .await,
+        403,
+    );
+
+    // Keystone unreachable: 503, never an allow; other plugins still let their users in.
+    let down = format!("https://127.0.0.1:{}/v3", testsupport::free_port());
+    let s2 = Server::start(with_plugins(&env, "down", &opts(&down, Some(&ca)))).await;
+    expect_error(
+        &call(
+            &s2,
+            Some(("kate", "ks-pass-kate")),
+            Method::GET,
+            "/hosts",
+            None,
+        )
+        .await,
+        503,
+        "Keystone",
+    );
+    expect_error(&s2.send(with_token_on(&s2, &token)).await, 503, "Keystone");
+    expect_status(&s2.get("/hosts").await, 200);
+    // TLS is verified: without the fake's CA, Keystone is not trusted, and nobody gets in
+    // through it.
+    let s3 = Server::start(with_plugins(&env, "untrusted", &opts(&ks.url(), None))).await;
+    expect_status(
+        &call(
+            &s3,
+            Some(("kate", "ks-pass-kate")),
+            Method::GET,
+            "/hosts",
+            None,
+        )
+        .await,
+        503,
+    );
+}
+
+fn with_token_on(s: &Server, token: &str) -> reqwest::RequestBuilder {
+    s.client()
+        .get(s.url("/hosts"))
+        .timeout(REQUEST_TIMEOUT)
+        .header("X-Auth-Token", token)
+}
+
+/// Sends a request with its own client (`Server::send` uses the harness's).
+async fn via(client: &reqwest::Client, rb: reqwest::RequestBuilder) -> Resp {
+    let req = rb.build().unwrap();
+    let what = format!("{} {}", req.method(), req.url().path());
+    Resp::read(what, client.execute(req).await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_authenticate_by_common_name() {
+    let env = Env::new(Backend::Sqlite);
+    let pki = TestPki::generate("clients CA");
+    let stranger_ca = TestPki::generate("unrelated CA");
+    let tls = TlsOptions {
+        pemfile: pki.server_bundle_path(),
+        ca: pki.ca_path(),
+        client_ca: Some(pki.ca_path()),
+    };
+    let mut opts = with_plugins(
+        &env,
+        "data",
+        &["httpauthclientcert:default_role=viewer,roles={\"ops-bot\":\"operator\"}".to_string()],
+    );
+    opts.tls = Some(tls.clone());
+    let s = Server::start(opts).await;
+    let client_as = |pem: &std::path::Path| {
+        let ca = std::fs::read(pki.ca_path()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap())
+            .identity(reqwest::Identity::from_pem(&std::fs::read(pem).unwrap()).unwrap())
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap()
+    };
+    let ops = client_as(&pki.client("ops-bot"));
+    let r = via(&ops, ops.get(s.url("/hosts"))).await;
+    expect_status(&r, 200);
+    let r = via(
+        &ops,
+        ops.put(s.url("/cluster/c1"))
+            .header("content-type", "application/json")
+            .body("{}"),
+    )
+    .await;
+    expect_error(
+        &r,
+        403,
+        "user ops-bot (role operator) lacks permission clusters:write",
+    );
+    let viewer = client_as(&pki.client("someone"));
+    expect_status(&via(&viewer, viewer.get(s.url("/hosts"))).await, 200);
+    expect_error(
+        &via(&viewer, viewer.get(s.url("/host/127.0.1.1/creds"))).await,
+        403,
+        "role viewer",
+    );
+    // A certificate from another CA does not even get through the handshake.
+    let stranger = client_as(&stranger_ca.client("ops-bot"));
+    assert!(stranger.get(s.url("/hosts")).send().await.is_err());
+    // Stacked: no certificate, basic credentials → the basic plugin.
+    expect_status(&s.get("/hosts").await, 200);
+    expect_status(
+        &s.send(s.client().get(s.url("/hosts")).timeout(REQUEST_TIMEOUT))
+            .await,
+        401,
+    );
+
+    // With cn set, only that CN is accepted.
+    let mut opts = with_plugins(&env, "cn", &["httpauthclientcert:cn=ops-bot".to_string()]);
+    opts.tls = Some(tls);
+    let s2 = Server::start(opts).await;
+    expect_status(&via(&ops, ops.get(s2.url("/hosts"))).await, 200);
+    expect_error(
+        &via(&viewer, viewer.get(s2.url("/hosts"))).await,
+        401,
+        "invalid credentials",
+    );
+}
