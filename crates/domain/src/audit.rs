@@ -18,7 +18,7 @@ use crate::error::{DomainError, DomainResult};
 /// How many records are kept (about: each server prunes every [`PRUNE_EVERY`] appends).
 pub const MAX_RECORDS: usize = 10_000;
 /// Appends between two prunes by one server.
-pub const PRUNE_EVERY: u64 = 50;
+pub const PRUNE_EVERY: u64 = 200;
 /// Deletes per pruning transaction (etcd allows 128 operations in one by default).
 const DELETES_PER_TXN: usize = 100;
 /// Most records one read answers.

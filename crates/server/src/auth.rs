@@ -879,7 +879,18 @@ pub struct Authenticator {
     public: Vec<&'static str>,
     /// The store, for registration tokens and the audit log (`None` only in unit tests).
     store: Option<SharedStore>,
+    /// Budget for storing audit records of unauthenticated refusals (see
+    /// [`ANONYMOUS_AUDIT_RATE`]).
+    anonymous_audit: Mutex<(f64, Instant)>,
 }
+
+/// Audit records of refused requests without valid credentials are stored at this rate per
+/// second at most (bursts of [`ANONYMOUS_AUDIT_BURST`]); beyond it they are only written to the
+/// log. Anyone can send such requests, and the stored log is bounded: without this, a flood of
+/// bad requests would push every real record out of it (and cost a store write each).
+pub const ANONYMOUS_AUDIT_RATE: f64 = 10.0;
+/// Burst allowed above [`ANONYMOUS_AUDIT_RATE`].
+pub const ANONYMOUS_AUDIT_BURST: f64 = 100.0;
 
 impl Authenticator {
     /// Builds the layer. With no plugins, every request passes (only reachable with
@@ -890,6 +901,7 @@ impl Authenticator {
             self_auths,
             public: vec!["/api/v0/status", "/metrics"],
             store: None,
+            anonymous_audit: Mutex::new((ANONYMOUS_AUDIT_BURST, Instant::now())),
         }
     }
 
@@ -960,6 +972,24 @@ impl Authenticator {
         }
     }
 
+    /// Takes one unit of the budget for storing unauthenticated refusals.
+    fn anonymous_budget(&self) -> bool {
+        let mut b = self
+            .anonymous_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * ANONYMOUS_AUDIT_RATE)
+            .min(ANONYMOUS_AUDIT_BURST);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Writes an audit record to the store and the log; a failure to store it is logged,
     /// not turned into a failure of the request (which has already been answered).
     async fn audit(&self, who: Option<&Identity>, req: &RequestFacts, status: StatusCode) {
@@ -982,9 +1012,10 @@ impl Authenticator {
             outcome: outcome.into(),
             request_id: req.request_id.clone(),
         };
+        let store_it = who.is_some() || self.anonymous_budget();
         let line = serde_json::to_string(&record).unwrap_or_default();
-        tracing::info!(target: "commissaire::audit", audit = %line, "audit");
-        if let Some(store) = &self.store
+        tracing::info!(target: "commissaire::audit", audit = %line, stored = store_it, "audit");
+        if let Some(store) = self.store.as_ref().filter(|_| store_it)
             && let Err(e) = domain::audit::append(store.as_ref(), &record).await
         {
             tracing::warn!(error = %e, "cannot store an audit record (it is in this log)");
