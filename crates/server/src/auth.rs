@@ -1,19 +1,29 @@
-//! Authentication: plugins tried in order, first success wins, as in the original.
+//! Authentication and authorization: plugins tried in order, first success wins, as in the
+//! original; then the caller's role is checked against the route's permission
+//! ([`crate::authz`]), and every change and refused attempt is written to the audit log.
 //!
-//! Two plugins (names also accepted with the `commissaire_http.authentication.` prefix):
+//! Plugins (names also accepted with the `commissaire_http.authentication.` and
+//! `commissaire.authentication.` prefixes; `docs/access.md` is the operator's reference):
 //!
-//! * `httpbasicauth`: users with bcrypt hashes from a JSON file (`filepath`) and/or inline
-//!   (`users`);
+//! * `httpbasicauth`: users with bcrypt hashes (and an optional `role`) from a JSON file
+//!   (`filepath`) and/or inline (`users`);
+//! * `apitokenauth`: `Authorization: Bearer <token>` against a file of SHA-256 digests;
+//! * `httpauthclientcert`: the verified TLS client certificate's subject CN ([`clientcert`]);
+//! * `keystonepasswordauth`, `keystonetokenauth`: Keystone v3 ([`keystone`]);
 //! * `openshiftbearertokenauth` (alias `kubernetestokenauth`): `Authorization: Bearer <token>`
 //!   checked with a TokenReview against a Kubernetes/OpenShift API (options as for container
 //!   managers: `server_url`, `token` of the reviewing account, `ca_path`, `certificate_path` +
-//!   `certificate_key_path`, `insecure_skip_tls_verify`); the user is the review's username.
+//!   `certificate_key_path`, `insecure_skip_tls_verify`); the user is the review's username,
+//!   the role comes from its groups.
 //!
-//! bcrypt is slow by design, so it runs on the blocking pool, and a successful check (of either
-//! plugin) is remembered for a short time under a keyed digest of the credentials (never the
-//! password or token itself) so a client repeating the same good credentials does not pay
-//! bcrypt or a TokenReview on every request. The basic cache is dropped whenever the users
-//! file changes.
+//! Registration tokens (`cmsreg_...`, see `domain::registration`) are checked before the
+//! plugins and may only register a host.
+//!
+//! bcrypt is slow by design, so it runs on the blocking pool, and a successful check is
+//! remembered for a short time under a keyed digest of the credentials (never the password or
+//! token itself) so a client repeating the same good credentials does not pay bcrypt, a
+//! TokenReview or a Keystone call on every request. The basic cache is dropped whenever the
+//! users file changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -667,11 +677,14 @@ impl BearerTokenAuth {
 pub struct TokenFileAuth {
     path: PathBuf,
     /// (file stamp, digest → (name, role)).
-    state: Mutex<(Option<(SystemTime, u64)>, HashMap<[u8; 32], (String, Role)>)>,
+    state: Mutex<(Option<(SystemTime, u64)>, Tokens)>,
 }
 
+/// A tokens file's content: SHA-256 digest of a token → (its name, its role).
+type Tokens = HashMap<[u8; 32], (String, Role)>;
+
 /// Reads a tokens file.
-fn read_tokens_file(path: &Path) -> Result<HashMap<[u8; 32], (String, Role)>, String> {
+fn read_tokens_file(path: &Path) -> Result<Tokens, String> {
     let origin = format!("tokens file {}", path.display());
     let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: {e}"))?;
     let v: Value =

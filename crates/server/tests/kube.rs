@@ -559,7 +559,8 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     // Joining bootstraps it again with the cluster's plan, then registers its node. The join
     // itself rewrites the host in the same transaction: `updated Cluster`, then `updated Host`
     // (bootstrapping), before the answer.
-    let mut feed = EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
+    let mut feed =
+        EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
     expect_status(
         &server
             .put(&format!("/cluster/k/hosts/{a}"), json!({}))
@@ -595,7 +596,8 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     );
 
     // Leaving removes the node (ours) and the node view, and the host is disassociated.
-    let mut feed = EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
+    let mut feed =
+        EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
     expect_status(&server.delete(&format!("/cluster/k/hosts/{a}")).await, 200);
     let first = feed.take(2, Duration::from_secs(30)).await;
     let (c, h) = (first[0].json(), first[1].json());
