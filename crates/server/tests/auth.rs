@@ -1171,3 +1171,33 @@ async fn client_certificates_authenticate_by_common_name() {
         "invalid credentials",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_token_registers_exactly_one_of_many_racing_hosts() {
+    let env = Env::new(Backend::Etcd);
+    let s = env.server().await;
+    let key = env.key(KeyKind::Ed25519);
+    let once = expect_status(&new_token(&s, json!({"single_use": true})).await, 201);
+    let token = once["token"].as_str().unwrap().to_string();
+    let attempts = (0..8).map(|i| {
+        let (s, token, key) = (&s, token.clone(), key.b64.clone());
+        async move {
+            let body = json!({"address": format!("127.0.2.{}", i + 1), "ssh_priv_key": key});
+            bearer(s, &token, Method::PUT, "/host", Some(&body))
+                .await
+                .status
+        }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 401),
+        "{statuses:?}"
+    );
+    let hosts = expect_status(&s.get("/hosts").await, 200);
+    assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts}");
+}
