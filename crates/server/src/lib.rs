@@ -283,12 +283,12 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
             }
             let mut verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
             // With httpauthclientcert stacked with other plugins, a client without a
-            // certificate may still log in another way; a certificate it does send must verify.
-            if cfg
-                .authentication_plugins
-                .iter()
-                .any(|p| auth::short_name(&p.name) != "httpauthclientcert")
-            {
+            // certificate may still log in another way (a certificate it does send must
+            // verify). Otherwise tls-clientverifyfile requires one, as it always did.
+            let is_cert =
+                |p: &config::PluginConfig| auth::short_name(&p.name) == "httpauthclientcert";
+            let plugins = &cfg.authentication_plugins;
+            if plugins.iter().any(is_cert) && plugins.iter().any(|p| !is_cert(p)) {
                 verifier = verifier.allow_unauthenticated();
             }
             let verifier = verifier
