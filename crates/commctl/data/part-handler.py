@@ -4,8 +4,9 @@
 # cloud-init runs this at first boot for the text/x-commissaire-host part of the user-data
 # written by `commctl user-data`. It makes sure the host can be reached over SSH with a key
 # (creating the key and the remote user when needed), then registers the host with the
-# Commissaire server: PUT <endpoint>/api/v0/host with the private key. The server takes the
-# host's address from the connection unless the part names one.
+# Commissaire server: PUT <endpoint>/api/v0/host with the private key, authenticated by the
+# registration token in the part (a bearer token that can do nothing but register hosts).
+# The server takes the host's address from the connection unless the part names one.
 import base64
 import json
 import os
@@ -15,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
-handler_version = 2
+handler_version = 3
 
 CONTENT_TYPE = "text/x-commissaire-host"
 
@@ -92,9 +93,9 @@ def register(cfg):
         method="PUT",
         headers={"Content-Type": "application/json"},
     )
-    if cfg.get("username") and cfg.get("password"):
-        token = base64.b64encode(("%s:%s" % (cfg["username"], cfg["password"])).encode("utf-8"))
-        req.add_header("Authorization", "Basic " + token.decode("ascii"))
+    # A registration token (commctl user-data creates one): it can only register hosts.
+    if cfg.get("registration_token"):
+        req.add_header("Authorization", "Bearer " + cfg["registration_token"])
     # The server may still be starting, or the network coming up: retry, but not forever.
     for attempt in range(10):
         try:

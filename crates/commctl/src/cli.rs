@@ -58,7 +58,7 @@ macro_rules! help {
 /// through a Commissaire server, and run rolling restarts, upgrades and deploys.
 ///
 /// The connection flags (`--config`, `--endpoint`, `--username`, `--password-stdin`,
-/// `--kubeconfig`, `--ca-path`, `--client-cert`, `--client-key`, `--connect-timeout`,
+/// `--kubeconfig`, `--token`, `--ca-path`, `--client-cert`, `--client-key`, `--connect-timeout`,
 /// `--timeout`) are global: they may stand before or after the command. `-c` alone means
 /// `--config` only before the command, because several commands use `-c` for something else.
 #[derive(Parser, Debug)]
@@ -82,6 +82,17 @@ pub struct Cli {
     /// Kubeconfig whose current context's token is sent as a bearer token.
     #[arg(long, value_name = "FILE", global = true)]
     pub kubeconfig: Option<PathBuf>,
+    /// API token sent as `Authorization: Bearer` (`@FILE` reads it from a file; a token on
+    /// the command line is visible to other local users, prefer the file or the config's
+    /// `token`); replaces the file's credentials.
+    #[arg(
+        long,
+        value_name = "TOKEN|@FILE",
+        global = true,
+        env = "COMMCTL_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// PEM bundle of the CA that signed the server's certificate.
     #[arg(long, value_name = "FILE", global = true)]
     pub ca_path: Option<PathBuf>,
@@ -163,6 +174,14 @@ pub enum Command {
         "commctl network list",
     ))]
     Network(NetworkCmd),
+    /// Registration tokens: what new hosts present to register themselves (admin only).
+    #[command(name = "registration-token", visible_alias = "registration_token", subcommand,
+        after_help = help!(
+            "commctl registration-token create -c prod --expires-in 3600 --single-use",
+            "commctl registration-token list",
+            "commctl registration-token revoke 9f86d081884c7d65",
+        ))]
+    RegistrationToken(RegistrationTokenCmd),
     /// Print the bcrypt hash of a password, for the server's users file.
     #[command(after_help = help!(
         "commctl passhash -p secret",
@@ -184,6 +203,7 @@ pub enum Command {
     #[command(name = "user-data", after_help = help!(
         "commctl user-data -e https://commissaire:8000 -c prod -u admin -p -o user-data.txt",
         "commctl user-data --password --username admin --cluster prod --endpoint https://commissaire:8000/ prod.userdata",
+        "commctl --token @admin-token user-data -e https://commissaire:8000 --single-use -o user-data.txt",
     ))]
     UserData(UserDataArgs),
     /// Print a shell completion script.
@@ -209,12 +229,20 @@ pub struct UserDataArgs {
     /// Cluster the host joins.
     #[arg(short = 'c', long)]
     pub cluster: Option<String>,
-    /// User for HTTP basic authentication.
+    /// User that creates the registration token (HTTP basic; else the configured
+    /// credentials or --token are used).
     #[arg(short = 'u', long)]
     pub username: Option<String>,
-    /// Ask for the password (stored in the user-data: protect the file).
+    /// Ask for that user's password (used to create the token; never written to the
+    /// user-data).
     #[arg(short = 'p', long)]
     pub password: bool,
+    /// Lifetime of the registration token in seconds [default: the server's, 24 h].
+    #[arg(long, value_name = "SECONDS")]
+    pub expires_in: Option<u64>,
+    /// The token registers one host only.
+    #[arg(long)]
+    pub single_use: bool,
     /// User the server logs in as over SSH.
     #[arg(short = 'r', long, default_value = "root")]
     pub remote_user: String,
@@ -241,6 +269,55 @@ impl UserDataArgs {
     pub fn out_path(&self) -> Option<&std::path::Path> {
         self.outfile.as_deref().or(self.output.as_deref())
     }
+}
+
+/// `registration-token ...`
+#[derive(Subcommand, Debug)]
+pub enum RegistrationTokenCmd {
+    /// Create a token; it is printed once (the server keeps only its digest).
+    #[command(after_help = help!(
+        "commctl registration-token create",
+        "commctl registration-token create -c prod --expires-in 3600 --single-use -d 'rack 12'",
+    ))]
+    Create {
+        /// The only cluster hosts registering with it may join.
+        #[arg(short = 'c', long)]
+        cluster: Option<String>,
+        /// Lifetime in seconds [default: 86400].
+        #[arg(long, value_name = "SECONDS")]
+        expires_in: Option<u64>,
+        /// The first host registered with it uses it up.
+        #[arg(long)]
+        single_use: bool,
+        /// Free text (what the hosts are for).
+        #[arg(short = 'd', long)]
+        description: Option<String>,
+        /// Output.
+        #[command(flatten)]
+        out: WriteOutput,
+    },
+    /// List the tokens still valid (never their secrets).
+    #[command(after_help = help!(
+        "commctl registration-token list",
+        "commctl registration-token list -o json",
+    ))]
+    List {
+        /// Output.
+        #[command(flatten)]
+        out: ReadOutput,
+    },
+    /// Revoke tokens by id, at once.
+    #[command(after_help = help!(
+        "commctl registration-token revoke 9f86d081884c7d65",
+    ))]
+    Revoke {
+        /// Token ids (from `list`).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Output.
+        #[command(flatten)]
+        out: WriteOutput,
+    },
 }
 
 /// `cluster ...`

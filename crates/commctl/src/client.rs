@@ -22,6 +22,8 @@ pub enum Method {
     Put,
     /// DELETE
     Delete,
+    /// POST
+    Post,
 }
 
 impl Method {
@@ -30,6 +32,7 @@ impl Method {
             Method::Get => "GET",
             Method::Put => "PUT",
             Method::Delete => "DELETE",
+            Method::Post => "POST",
         }
     }
 }
@@ -257,6 +260,7 @@ impl Client {
                 Method::Get => self.http.get(&url),
                 Method::Put => self.http.put(&url),
                 Method::Delete => self.http.delete(&url),
+                Method::Post => self.http.post(&url),
             };
             let rb = self
                 .with_auth(rb)
@@ -376,6 +380,11 @@ impl Client {
     /// DELETE
     pub fn delete(&self, path: &str) -> CliResult<Value> {
         self.call(Method::Delete, path, None)
+    }
+
+    /// POST with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> CliResult<Value> {
+        self.call(Method::Post, path, Some(body))
     }
 }
 

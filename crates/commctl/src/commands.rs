@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::cli::{
     Cli, ClusterCmd, Command, ContainerManagerCmd, ControlArgs, DeployCmd, HostCmd, NetworkCmd,
-    RestartCmd, RunOptions, StatusArgs, UpgradeCmd, UserDataArgs,
+    RegistrationTokenCmd, RestartCmd, RunOptions, StatusArgs, UpgradeCmd, UserDataArgs,
 };
 use crate::client::{Client, seg};
 use crate::config::{self, Overrides};
@@ -29,23 +29,52 @@ fn emit(s: &str) {
     let _ = writeln!(out, "{s}");
 }
 
+/// The configuration file and the connection flags of a command line (`--token @FILE` read).
+fn cli_connection(cli: &Cli) -> CliResult<(config::FileConfig, Overrides)> {
+    let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
+    let token = match cli.token.as_deref() {
+        Some(t) if t.starts_with('@') => {
+            let path = &t[1..];
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::general(format!("--token @{path}: {e}")))?;
+            let text = text.trim().to_string();
+            if text.is_empty() {
+                return Err(CliError::usage(format!(
+                    "--token @{path}: the file is empty"
+                )));
+            }
+            Some(text)
+        }
+        Some("") => return Err(CliError::usage("--token: the token is empty")),
+        other => other.map(str::to_string),
+    };
+    Ok((
+        file,
+        Overrides {
+            endpoints: cli.endpoint.clone(),
+            username: cli.username.clone(),
+            password: None,
+            kubeconfig: cli.kubeconfig.clone(),
+            token,
+            ca_path: cli.ca_path.clone(),
+            client_cert: cli.client_cert.clone(),
+            client_key: cli.client_key.clone(),
+            connect_timeout: cli.connect_timeout,
+            timeout: cli.timeout,
+        },
+    ))
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> CliResult<u8> {
+    let connection = cli_connection(&cli);
     match cli.command {
         Command::Passhash {
             password,
             file,
             rounds,
         } => passhash(password, file.as_deref(), rounds),
-        Command::UserData(mut a) => {
-            // The original's own example omits -e; the endpoint commctl itself uses is the
-            // one the new host should call too.
-            if a.endpoint.is_none() {
-                let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
-                a.endpoint = cli.endpoint.into_iter().chain(file.endpoints).next();
-            }
-            user_data(a)
-        }
+        Command::UserData(a) => user_data(a, &connection?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let mut buf = Vec::new();
@@ -72,21 +101,9 @@ pub fn run(cli: Cli) -> CliResult<u8> {
             } else {
                 None
             };
-            let file = config::load(cli.config.as_deref().or(cli.config_short.as_deref()))?;
-            let settings = config::resolve(
-                file,
-                Overrides {
-                    endpoints: cli.endpoint,
-                    username: cli.username,
-                    password,
-                    kubeconfig: cli.kubeconfig,
-                    ca_path: cli.ca_path,
-                    client_cert: cli.client_cert,
-                    client_key: cli.client_key,
-                    connect_timeout: cli.connect_timeout,
-                    timeout: cli.timeout,
-                },
-            )?;
+            let (file, mut flags) = connection?;
+            flags.password = password;
+            let settings = config::resolve(file, flags)?;
             let ctx = Ctx {
                 client: Client::new(&settings)?,
                 global: cli.output,
@@ -138,6 +155,7 @@ impl Ctx {
             Command::ContainerManager(c) => self.container_manager(c),
             Command::Host(c) => self.host(c),
             Command::Network(c) => self.network(c),
+            Command::RegistrationToken(c) => self.registration_token(c),
             Command::Passhash { .. } | Command::UserData(_) | Command::Completions { .. } => {
                 unreachable!("local commands run without a server")
             }
@@ -526,6 +544,70 @@ impl Ctx {
     }
 
     // ----- networks -----
+
+    fn registration_token(&self, c: RegistrationTokenCmd) -> CliResult<u8> {
+        match c {
+            RegistrationTokenCmd::Create {
+                cluster,
+                expires_in,
+                single_use,
+                description,
+                out,
+            } => {
+                let v = create_registration_token(
+                    &self.client,
+                    cluster.as_deref(),
+                    expires_in,
+                    single_use,
+                    description.as_deref(),
+                )?;
+                self.show(self.format(out.output), &v, |s| {
+                    output::fields(s, registration_token_fields(&v, true))
+                });
+                Ok(EXIT_OK)
+            }
+            RegistrationTokenCmd::List { out } => {
+                let v = self.client.get("/registration-tokens")?;
+                self.show(self.format(out.output), &v, |s| {
+                    let rows = as_list(&v)
+                        .iter()
+                        .map(|t| {
+                            [
+                                "id",
+                                "cluster",
+                                "expires",
+                                "single_use",
+                                "created_by",
+                                "description",
+                            ]
+                            .iter()
+                            .map(|k| output::cell(t.get(*k)))
+                            .collect()
+                        })
+                        .collect();
+                    output::table(
+                        s,
+                        &[
+                            "ID",
+                            "CLUSTER",
+                            "EXPIRES",
+                            "SINGLE USE",
+                            "CREATED BY",
+                            "DESCRIPTION",
+                        ],
+                        rows,
+                    )
+                });
+                Ok(EXIT_OK)
+            }
+            RegistrationTokenCmd::Revoke { ids, out } => self.delete_many(
+                "registration token",
+                "/registration-tokens",
+                &ids,
+                self.format(out.output),
+            ),
+        }
+    }
 
     fn network(&self, c: NetworkCmd) -> CliResult<u8> {
         match c {
@@ -1043,15 +1125,74 @@ fn passhash(password: Option<String>, file: Option<&Path>, rounds: u32) -> CliRe
     Ok(EXIT_OK)
 }
 
-fn user_data(a: UserDataArgs) -> CliResult<u8> {
-    let Some(endpoint) = a.endpoint.clone() else {
+/// `POST /registration-tokens`.
+fn create_registration_token(
+    client: &Client,
+    cluster: Option<&str>,
+    expires_in: Option<u64>,
+    single_use: bool,
+    description: Option<&str>,
+) -> CliResult<Value> {
+    let mut body = json!({"single_use": single_use});
+    if let Some(c) = cluster {
+        body["cluster"] = json!(c);
+    }
+    if let Some(e) = expires_in {
+        body["expires_in"] = json!(e);
+    }
+    if let Some(d) = description {
+        body["description"] = json!(d);
+    }
+    client.post("/registration-tokens", &body)
+}
+
+/// The fields of a registration token for a table (`with_token`: the secret too, shown once).
+fn registration_token_fields(v: &Value, with_token: bool) -> Vec<(String, String)> {
+    let mut keys = vec![
+        "id",
+        "cluster",
+        "expires",
+        "single_use",
+        "created_by",
+        "description",
+    ];
+    if with_token {
+        keys.push("token");
+    }
+    keys.into_iter()
+        .map(|k| (k.to_string(), output::cell(v.get(k))))
+        .collect()
+}
+
+fn user_data(a: UserDataArgs, connection: &(config::FileConfig, Overrides)) -> CliResult<u8> {
+    let (file, flags) = connection;
+    // The original's own example omits -e; the endpoint commctl itself uses is the one the new
+    // host should call too.
+    let Some(endpoint) = a
+        .endpoint
+        .clone()
+        .or_else(|| flags.endpoints.first().cloned())
+        .or_else(|| file.endpoints.first().cloned())
+    else {
         return Err(CliError::usage(
             "user-data needs the endpoint new hosts call: give -e/--endpoint URL or set \"endpoint\" in commctl's configuration file",
         ));
     };
     config::check_endpoint(&endpoint).map_err(|m| CliError::usage(format!("--endpoint: {m}")))?;
     let out_path = a.out_path().map(std::path::Path::to_path_buf);
+    // `-p` alone (as the original's walkthrough writes it) asks for the password of the
+    // configured user.
+    let username = a
+        .username
+        .clone()
+        .or_else(|| flags.username.clone())
+        .or_else(|| file.username.clone());
     let password = if a.password {
+        if username.is_none() {
+            return Err(CliError::usage(
+                "-p/--password needs a user: give -u/--username or set \"username\" in commctl's configuration file",
+            ));
+        }
         Some(
             rpassword::prompt_password("Password: ")
                 .map_err(|e| CliError::general(format!("reading the password: {e}")))?,
@@ -1059,6 +1200,42 @@ fn user_data(a: UserDataArgs) -> CliResult<u8> {
     } else {
         None
     };
+    // The operator's credentials create a registration token, and only the token goes into
+    // the user-data: whoever reads a host's boot data can register hosts until it expires or
+    // is revoked, nothing more. The API is the one of the configuration (or --endpoint),
+    // else the URL the host will call.
+    let mut flags = flags.clone();
+    // user-data's own -e/--endpoint shares its name with the global --endpoint, so clap hands
+    // it over as the global one too: that is the URL the host calls, not a choice of API.
+    if a.endpoint.is_some() && flags.endpoints == [endpoint.clone()] {
+        flags.endpoints.clear();
+    }
+    if flags.endpoints.is_empty() && file.endpoints.is_empty() {
+        flags.endpoints = vec![endpoint.trim_end_matches('/').to_string()];
+    }
+    if a.username.is_some() || a.password {
+        flags.username = username;
+        flags.password = password;
+        flags.token = None;
+    }
+    let client = Client::new(&config::resolve(file.clone(), flags)?)?;
+    let created = create_registration_token(
+        &client,
+        a.cluster.as_deref(),
+        a.expires_in,
+        a.single_use,
+        Some("commctl user-data"),
+    )?;
+    let token = created["token"]
+        .as_str()
+        .ok_or_else(|| CliError::general("the server answered without a registration token"))?
+        .to_string();
+    eprintln!(
+        "registration token {} created (expires {}); revoke it with: commctl registration-token revoke {}",
+        output::cell(created.get("id")),
+        output::cell(created.get("expires")),
+        output::cell(created.get("id")),
+    );
     let cloud_config = match &a.cloud_init {
         Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
             CliError::general(format!("reading --cloud-init file {}: {e}", p.display()))
@@ -1068,8 +1245,7 @@ fn user_data(a: UserDataArgs) -> CliResult<u8> {
     let doc = userdata::build(
         &HostData {
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            username: a.username,
-            password,
+            token: Some(token),
             cluster: a.cluster,
             remote_user: a.remote_user,
             ssh_key_path: a.ssh_key_path,

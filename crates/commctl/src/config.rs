@@ -15,7 +15,8 @@
 //! ```
 //!
 //! `kubeconfig` (a path) replaces `username`/`password` with the bearer token of the
-//! kubeconfig's current context user.
+//! kubeconfig's current context user. `token` (an API token of the server's `apitokenauth`
+//! plugin) is sent as `Authorization: Bearer` and wins over both.
 
 use std::path::{Path, PathBuf};
 
@@ -32,10 +33,11 @@ pub const DEFAULT_FILE_NAME: &str = ".commissaire.json";
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8000";
 
 /// Keys the configuration file may hold (`-` and `_` are equivalent).
-pub const KNOWN_KEYS: [&str; 9] = [
+pub const KNOWN_KEYS: [&str; 10] = [
     "endpoint",
     "username",
     "password",
+    "token",
     "kubeconfig",
     "ca_path",
     "client_cert",
@@ -58,6 +60,8 @@ pub struct FileConfig {
     pub username: Option<String>,
     /// Basic-auth password.
     pub password: Option<String>,
+    /// API token sent as `Authorization: Bearer`.
+    pub token: Option<String>,
     /// Kubeconfig whose current user's token is sent as `Authorization: Bearer`.
     pub kubeconfig: Option<PathBuf>,
     /// PEM bundle of the CA(s) that signed the server's certificate.
@@ -164,6 +168,7 @@ impl FileConfig {
             endpoints,
             username: opt_string(&m, "username", file)?,
             password: opt_string(&m, "password", file)?,
+            token: opt_string(&m, "token", file)?,
             kubeconfig: path("kubeconfig")?,
             ca_path: path("ca_path")?,
             client_cert: path("client_cert")?,
@@ -248,6 +253,8 @@ pub struct Overrides {
     pub password: Option<String>,
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
+    /// `--token` (already read when given as `@FILE`).
+    pub token: Option<String>,
     /// `--ca-path`.
     pub ca_path: Option<PathBuf>,
     /// `--client-cert`.
@@ -331,7 +338,19 @@ pub fn resolve(file: FileConfig, flags: Overrides) -> CliResult<Settings> {
     } else {
         file.kubeconfig.clone()
     });
-    let auth = if let Some(kc) = kubeconfig {
+    // A token on the command line wins; the file's token wins over the file's other
+    // credentials, unless the command line names a user or a kubeconfig.
+    let token = flags
+        .token
+        .clone()
+        .or(if flags.username.is_none() && flags.kubeconfig.is_none() {
+            file.token.clone()
+        } else {
+            None
+        });
+    let auth = if let Some(t) = token {
+        Auth::Bearer(t)
+    } else if let Some(kc) = kubeconfig {
         Auth::Bearer(kubeconfig_token(&kc)?)
     } else if let Some(username) = flags.username.clone().or(file.username.clone()) {
         let password = flags.password.clone().or(if flags.username.is_some() {

@@ -19,10 +19,9 @@ pub const DEFAULT_CLOUD_CONFIG: &str = "#cloud-config\n\nfinal_message: \"Finish
 pub struct HostData {
     /// Commissaire server URL.
     pub endpoint: String,
-    /// Basic-auth user.
-    pub username: Option<String>,
-    /// Basic-auth password.
-    pub password: Option<String>,
+    /// Registration token the host sends as `Authorization: Bearer` (never a password: it
+    /// can only register hosts, and expires).
+    pub token: Option<String>,
     /// Cluster to join.
     pub cluster: Option<String>,
     /// User the server logs in as.
@@ -39,8 +38,7 @@ impl HostData {
         let mut m = Map::new();
         m.insert("endpoint".into(), Value::String(self.endpoint.clone()));
         let opt = [
-            ("username", &self.username),
-            ("password", &self.password),
+            ("registration_token", &self.token),
             ("cluster", &self.cluster),
             ("ssh_key_path", &self.ssh_key_path),
             ("authorized_keys_path", &self.authorized_keys_path),
@@ -125,5 +123,14 @@ mod tests {
         assert!(cc < ph && ph < host);
         assert!(doc.starts_with("Content-Type: multipart/mixed; boundary="));
         assert!(!doc.contains("password"));
+        let with_token = HostData {
+            token: Some("cmsreg_ab.cd".into()),
+            ..Default::default()
+        };
+        assert!(
+            with_token
+                .to_json()
+                .contains("\"registration_token\": \"cmsreg_ab.cd\"")
+        );
     }
 }

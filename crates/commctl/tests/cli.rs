@@ -1978,8 +1978,22 @@ fn completions() {
 }
 
 #[test]
-fn user_data_still_works() {
-    let env = Env::bare();
+fn user_data_carries_a_registration_token_not_a_password() {
+    let server = Server::start();
+    let env = Env::for_server(&server);
+    // The cluster-scoped token needs the cluster (a flannel_server network: the embedded store
+    // has no etcd for the default one).
+    env.run(&[
+        "network",
+        "create",
+        "flat",
+        "-t",
+        "flannel_server",
+        "-o",
+        "address=127.0.0.1:8080",
+    ])
+    .ok();
+    env.run(&["cluster", "create", "-n", "flat", "prod"]).ok();
     let out = env
         .run(&[
             "user-data",
@@ -1987,8 +2001,7 @@ fn user_data_still_works() {
             "https://commissaire.example.com:8000/",
             "-c",
             "prod",
-            "-u",
-            "admin",
+            "--single-use",
         ])
         .ok();
     assert!(
@@ -1998,20 +2011,147 @@ fn user_data_still_works() {
     let host_part = out.stdout.find("text/x-commissaire-host").unwrap();
     let handler_part = out.stdout.find("text/part-handler").unwrap();
     assert!(handler_part < host_part, "the part handler comes first");
+    // Decode the host part: a registration token, never a user or a password.
+    let b64: String = out.stdout[host_part..]
+        .split("\n\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.starts_with("--"))
+        .collect();
+    use base64::Engine;
+    let payload: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    let token = payload["registration_token"].as_str().unwrap();
+    assert!(token.starts_with("cmsreg_"), "{payload}");
+    assert!(payload.get("password").is_none() && payload.get("username").is_none());
+    assert!(!out.stdout.contains(PASSWORD) && !out.stdout.to_lowercase().contains("password"));
+    // The token is on the server, scoped and single-use; stderr says how to revoke it.
+    let tokens = env
+        .run(&["registration-token", "list", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(tokens[0]["cluster"], "prod");
+    assert_eq!(tokens[0]["single_use"], true);
+    let id = tokens[0]["id"].as_str().unwrap();
+    assert!(
+        out.stderr
+            .contains(&format!("registration-token revoke {id}")),
+        "{out:?}"
+    );
+    // Written to a file as well.
     let file = env.path("ud.txt");
-    env.run(&[
-        "user-data",
-        "-e",
-        "http://127.0.0.1:8000",
-        "-o",
-        file.to_str().unwrap(),
-    ])
-    .ok();
+    env.run(&["user-data", "-e", &server.url, "-o", file.to_str().unwrap()])
+        .ok();
     assert!(
         std::fs::read_to_string(&file)
             .unwrap()
             .contains("multipart/mixed")
     );
+    // Without credentials that may create tokens, nothing is written.
+    let nobody = Env::bare();
+    let out = nobody.run(&[
+        "user-data",
+        "-e",
+        &server.url,
+        "-o",
+        env.path("no.txt").to_str().unwrap(),
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(!env.path("no.txt").exists());
+}
+
+#[test]
+fn registration_tokens_and_api_tokens_from_commctl() {
+    use sha2::Digest;
+    let token = "commctl-test-api-token-0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(
+        &tokens,
+        json!({"script": {"hash": format!("sha256:{}", hex::encode(sha2::Sha256::digest(token.as_bytes()))), "role": "admin"}}).to_string(),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &[
+            "--authentication-plugin",
+            &format!("apitokenauth:filepath={}", tokens.display()),
+        ],
+        "http",
+        "4",
+    );
+    // --token, from the command line and from a file; the config file's token.
+    let env = Env::bare();
+    let token_file = env.path("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let out = env
+        .run(&[
+            "--endpoint",
+            &server.url,
+            "--token",
+            token,
+            "registration-token",
+            "create",
+            "--expires-in",
+            "600",
+            "-d",
+            "rack 12",
+            "--output",
+            "json",
+        ])
+        .ok();
+    let created = out.json();
+    assert!(created["token"].as_str().unwrap().starts_with("cmsreg_"));
+    assert_eq!(created["created_by"], "script");
+    let id = created["id"].as_str().unwrap().to_string();
+    let at_file = format!("@{}", token_file.display());
+    let list = env
+        .run(&[
+            "--endpoint",
+            &server.url,
+            "--token",
+            &at_file,
+            "registration-token",
+            "list",
+        ])
+        .ok();
+    assert!(
+        list.stdout.contains(&id) && list.stdout.contains("rack 12"),
+        "{list:?}"
+    );
+    assert!(!list.stdout.contains("cmsreg_"), "no secret in the list");
+    let cfg = Env::with_config(json!({"endpoint": server.url, "token": token}));
+    cfg.run(&["registration-token", "revoke", &id]).ok();
+    let out = cfg.run(&["registration-token", "revoke", &id]);
+    assert_eq!(out.code, 3, "revoking it again: not found: {out:?}");
+    // A wrong token is refused with the usual message.
+    let out = env.run(&[
+        "--endpoint",
+        &server.url,
+        "--token",
+        "nope",
+        "registration-token",
+        "list",
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        !out.stderr.contains("nope"),
+        "the token is not echoed: {out:?}"
+    );
+    let out = env.run(&[
+        "--endpoint",
+        &server.url,
+        "--token",
+        "@/nonexistent/token",
+        "host",
+        "list",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("/nonexistent/token"), "{out:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

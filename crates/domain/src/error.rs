@@ -20,6 +20,13 @@ pub enum DomainError {
     /// The request conflicts with what is stored (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// The credentials presented no longer hold, e.g. a registration token revoked or used up
+    /// while its request was under way (HTTP 401).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is authenticated but may not do this (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The store cannot be reached or did not answer in time (HTTP 503).
     #[error("{0}")]
     Unavailable(String),

@@ -66,26 +66,72 @@ fn peer_address(peer: IpAddr) -> String {
     }
 }
 
+/// A registration made with a registration token rather than an operator's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationScope {
+    /// The token's id (its record is checked, and a single-use one consumed, in the same
+    /// transaction as the host's creation).
+    pub token_id: String,
+    /// The only cluster the token lets a host join (it joins that one when it names none).
+    pub cluster: Option<String>,
+}
+
 /// Self-registration (`PUT /host`): the address comes from the body, or else from the TCP
-/// peer (the host calling at first boot).
-pub async fn register(d: &Domain, peer: IpAddr, req: HostCreateRequest) -> DomainResult<Host> {
+/// peer (the host calling at first boot). With a registration token (`scope`), the host may
+/// only join the token's cluster, and the token must still hold when the host is written.
+pub async fn register(
+    d: &Domain,
+    peer: IpAddr,
+    mut req: HostCreateRequest,
+    scope: Option<RegistrationScope>,
+) -> DomainResult<Host> {
     let address = match &req.address {
         Some(a) => a.clone(),
         None => canonical_address("address", &peer_address(peer))?,
     };
-    create(d, address, req).await
+    if let Some(RegistrationScope {
+        cluster: Some(only),
+        ..
+    }) = &scope
+    {
+        match &req.cluster {
+            None => req.cluster = Some(only.clone()),
+            Some(c) if c == only => {}
+            Some(c) => {
+                return Err(DomainError::Forbidden(format!(
+                    "this registration token only registers hosts into cluster {only}, not {c}"
+                )));
+            }
+        }
+    }
+    create_scoped(d, address, req, scope.map(|s| s.token_id)).await
 }
 
 /// Creates a host (status `investigating`, creds sealed), joins the named cluster in the same
 /// transaction, and queues its investigation. An existing host with the same key (and already
 /// in the named cluster) is answered as stored, without a write.
 pub async fn create(d: &Domain, address: String, req: HostCreateRequest) -> DomainResult<Host> {
+    create_scoped(d, address, req, None).await
+}
+
+/// [`create`], checking (and consuming, when single-use) registration token `token_id` in the
+/// same transaction.
+async fn create_scoped(
+    d: &Domain,
+    address: String,
+    req: HostCreateRequest,
+    token_id: Option<String>,
+) -> DomainResult<Host> {
     let key_b64 = req.ssh_priv_key.clone().unwrap_or_default();
     remote::keys::check_private_key_b64(&key_b64)
         .map_err(|e| DomainError::invalid(format!("ssh_priv_key: {e}")))?;
     let store = d.store.as_ref();
-    let (address, req, key_b64) = (&address, &req, &key_b64);
+    let (address, req, key_b64, token_id) = (&address, &req, &key_b64, &token_id);
     let (host, created) = transact(store, &format!("host {address}"), || async move {
+        let (token_compares, token_ops) = match token_id {
+            Some(id) => crate::registration::guard_ops(store, id).await?,
+            None => (vec![], vec![]),
+        };
         let cluster = match &req.cluster {
             Some(name) => Some(get_json::<Cluster>(store, &cluster_key(name)).await?.ok_or_else(
                 || DomainError::conflict(format!("cluster {name} does not exist; create it first")),
@@ -123,6 +169,8 @@ pub async fn create(d: &Domain, address: String, req: HostCreateRequest) -> Doma
             put_json(&host_key(address), &host),
             put_host_creds(&d.sealer, &creds),
         ];
+        compares.extend(token_compares);
+        ops.extend(token_ops);
         if let Some(mut c) = cluster {
             let mkey = membership_key(address);
             compares.push(Compare::ModRevision(cluster_key(&c.value.name), c.mod_revision));

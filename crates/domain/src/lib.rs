@@ -16,6 +16,7 @@
 //! Failures are [`DomainError`]s, which the HTTP layer maps to status codes in one place.
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod clusters;
 pub mod error;
 pub mod hosts;
@@ -25,6 +26,7 @@ pub mod managers;
 pub mod networks;
 pub mod nodes;
 pub mod operations;
+pub mod registration;
 pub mod txn;
 
 use std::sync::Arc;

@@ -354,7 +354,10 @@ impl KubeClient {
 
     /// Asks the API server who a bearer token belongs to (TokenReview); `None` when the token
     /// is not valid.
-    pub async fn review_token(&self, token: &str) -> Result<Option<String>, KubeError> {
+    pub async fn review_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(String, Vec<String>)>, KubeError> {
         let body = json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
@@ -370,12 +373,19 @@ impl KubeClient {
         match status {
             StatusCode::OK | StatusCode::CREATED => {
                 if v["status"]["authenticated"].as_bool() == Some(true) {
-                    Ok(Some(
-                        v["status"]["user"]["username"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    ))
+                    let user = &v["status"]["user"];
+                    let groups = user["groups"]
+                        .as_array()
+                        .map(|g| {
+                            g.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Ok(Some((
+                        user["username"].as_str().unwrap_or_default().to_string(),
+                        groups,
+                    )))
                 } else {
                     Ok(None)
                 }

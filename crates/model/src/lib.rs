@@ -7,6 +7,7 @@
 //! it. This crate does no I/O.
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod operation;
 pub mod request;
 pub mod validate;
@@ -17,6 +18,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use access::*;
 pub use operation::*;
 pub use request::*;
 pub use validate::{canonical_address, validate_name};

@@ -1,19 +1,29 @@
-//! Authentication: plugins tried in order, first success wins, as in the original.
+//! Authentication and authorization: plugins tried in order, first success wins, as in the
+//! original; then the caller's role is checked against the route's permission
+//! ([`crate::authz`]), and every change and refused attempt is written to the audit log.
 //!
-//! Two plugins (names also accepted with the `commissaire_http.authentication.` prefix):
+//! Plugins (names also accepted with the `commissaire_http.authentication.` and
+//! `commissaire.authentication.` prefixes; `docs/access.md` is the operator's reference):
 //!
-//! * `httpbasicauth`: users with bcrypt hashes from a JSON file (`filepath`) and/or inline
-//!   (`users`);
+//! * `httpbasicauth`: users with bcrypt hashes (and an optional `role`) from a JSON file
+//!   (`filepath`) and/or inline (`users`);
+//! * `apitokenauth`: `Authorization: Bearer <token>` against a file of SHA-256 digests;
+//! * `httpauthclientcert`: the verified TLS client certificate's subject CN ([`clientcert`]);
+//! * `keystonepasswordauth`, `keystonetokenauth`: Keystone v3 ([`keystone`]);
 //! * `openshiftbearertokenauth` (alias `kubernetestokenauth`): `Authorization: Bearer <token>`
 //!   checked with a TokenReview against a Kubernetes/OpenShift API (options as for container
 //!   managers: `server_url`, `token` of the reviewing account, `ca_path`, `certificate_path` +
-//!   `certificate_key_path`, `insecure_skip_tls_verify`); the user is the review's username.
+//!   `certificate_key_path`, `insecure_skip_tls_verify`); the user is the review's username,
+//!   the role comes from its groups.
 //!
-//! bcrypt is slow by design, so it runs on the blocking pool, and a successful check (of either
-//! plugin) is remembered for a short time under a keyed digest of the credentials (never the
-//! password or token itself) so a client repeating the same good credentials does not pay
-//! bcrypt or a TokenReview on every request. The basic cache is dropped whenever the users
-//! file changes.
+//! Registration tokens (`cmsreg_...`, see `domain::registration`) are checked before the
+//! plugins and may only register a host.
+//!
+//! bcrypt is slow by design, so it runs on the blocking pool, and a successful check is
+//! remembered for a short time under a keyed digest of the credentials (never the password or
+//! token itself) so a client repeating the same good credentials does not pay bcrypt, a
+//! TokenReview or a Keystone call on every request. The basic cache is dropped whenever the
+//! users file changes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,15 +31,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use domain::hosts::RegistrationScope;
 use hmac::{Hmac, KeyInit, Mac};
+use model::{AuditRecord, Role};
 use rand::{Rng, RngCore};
 use serde_json::{Map, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use store::SharedStore;
 
+pub mod clientcert;
+pub mod keystone;
+
+use crate::authz;
 use crate::config::PluginConfig;
 use crate::error::ApiError;
 
@@ -149,16 +166,103 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
 
-/// The authenticated user, put in request extensions for handlers and logs.
-#[derive(Clone, Debug)]
-pub struct AuthUser(pub String);
+/// The authenticated caller, put in request extensions for handlers and the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// User name (for a registration token: `registration-token/<id>`).
+    pub user: String,
+    /// What the caller may do.
+    pub role: Role,
+    /// Set when the caller presented a registration token: it may only register a host,
+    /// within this scope.
+    pub registration: Option<RegistrationScope>,
+}
+
+impl Identity {
+    /// An ordinary user with a role.
+    pub fn user(user: impl Into<String>, role: Role) -> Self {
+        Identity {
+            user: user.into(),
+            role,
+            registration: None,
+        }
+    }
+}
 
 /// The outcome of one plugin.
 enum Outcome {
-    Allowed(String),
+    Allowed(Identity),
     Rejected,
+    /// The service that checks these credentials cannot be reached: the request is answered
+    /// 503 unless a later plugin accepts it (never a silent allow).
+    Unavailable(String),
     /// The request carries nothing this plugin understands.
     NotMine,
+}
+
+/// How a plugin maps its identities to roles: options `roles` (a JSON object from a name the
+/// plugin knows — user, certificate CN, Keystone role, Kubernetes group — to a role) and
+/// `default_role` (the role of an identity no entry names; `admin` when unset, as every
+/// authenticated user could do everything before roles existed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleMap {
+    names: HashMap<String, Role>,
+    default: Role,
+}
+
+impl Default for RoleMap {
+    fn default() -> Self {
+        RoleMap {
+            names: HashMap::new(),
+            default: Role::Admin,
+        }
+    }
+}
+
+impl RoleMap {
+    /// Takes `roles` and `default_role` out of `options` (they are then not the plugin's
+    /// own options). From the command line `roles` is a JSON string.
+    pub fn take(plugin: &str, options: &mut Map<String, Value>) -> Result<Self, String> {
+        let mut map = RoleMap::default();
+        if let Some(v) = options.remove("default_role") {
+            let name = v
+                .as_str()
+                .ok_or_else(|| format!("{plugin}: default_role must be a string"))?;
+            map.default = Role::parse(name).map_err(|e| format!("{plugin}: default_role: {e}"))?;
+        }
+        if let Some(v) = options.remove("roles") {
+            let v = match v {
+                Value::String(s) => serde_json::from_str(&s)
+                    .map_err(|e| format!("{plugin}: roles is not valid JSON: {e}"))?,
+                other => other,
+            };
+            let Value::Object(entries) = v else {
+                return Err(format!(
+                    "{plugin}: roles must be an object like {{\"name\": \"operator\"}}"
+                ));
+            };
+            for (name, role) in entries {
+                let role = role
+                    .as_str()
+                    .ok_or_else(|| format!("{plugin}: roles.{name} must be a string"))
+                    .and_then(|r| {
+                        Role::parse(r).map_err(|e| format!("{plugin}: roles.{name}: {e}"))
+                    })?;
+                map.names.insert(name, role);
+            }
+        }
+        Ok(map)
+    }
+
+    /// The role of an identity known by `names` (e.g. its groups): the highest role any of
+    /// them maps to, else the default.
+    pub fn role_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Role {
+        names
+            .into_iter()
+            .filter_map(|n| self.names.get(n).copied())
+            .max()
+            .unwrap_or(self.default)
+    }
 }
 
 /// The cache key of some credentials: an HMAC under a per-process random key, so the cache
@@ -175,8 +279,8 @@ fn keyed_digest(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// A user table: name → bcrypt hash.
-type Users = HashMap<String, String>;
+/// A user table: name → (bcrypt hash, role).
+type Users = HashMap<String, (String, Role)>;
 
 fn parse_users(v: &Value, origin: &str) -> Result<Users, String> {
     let Value::Object(map) = v else {
@@ -195,7 +299,17 @@ fn parse_users(v: &Value, origin: &str) -> Result<Users, String> {
                 "{origin}: user {name:?}: the hash must be bcrypt ($2a$, $2b$ or $2y$)"
             ));
         }
-        users.insert(name.clone(), hash.to_string());
+        // Users written before roles existed could do everything: they stay admins.
+        let role = match entry.get("role") {
+            None => Role::Admin,
+            Some(r) => r
+                .as_str()
+                .ok_or_else(|| format!("{origin}: user {name:?}: role must be a string"))
+                .and_then(|r| {
+                    Role::parse(r).map_err(|e| format!("{origin}: user {name:?}: {e}"))
+                })?,
+        };
+        users.insert(name.clone(), (hash.to_string(), role));
     }
     Ok(users)
 }
@@ -301,7 +415,7 @@ impl BasicAuth {
 
     /// Looks up the hash for `user`, reloading the users file if it changed. Also returns the
     /// highest bcrypt cost among all users: an unknown user is checked at that cost.
-    fn hash_for(&self, user: &str) -> (Option<String>, u32) {
+    fn hash_for(&self, user: &str) -> (Option<(String, Role)>, u32) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = &self.filepath {
             let stamp = file_stamp(p);
@@ -321,7 +435,7 @@ impl BasicAuth {
             .users
             .values()
             .chain(self.inline.values())
-            .filter_map(|h| bcrypt_cost(h))
+            .filter_map(|(h, _)| bcrypt_cost(h))
             .max()
             .unwrap_or(bcrypt::DEFAULT_COST);
         let hash = st
@@ -379,11 +493,15 @@ impl BasicAuth {
         let Some((user, password)) = basic_credentials(headers) else {
             return Outcome::NotMine;
         };
-        let (hash, cost) = self.hash_for(&user);
+        let (entry, cost) = self.hash_for(&user);
+        let (hash, role) = match entry {
+            Some((h, r)) => (Some(h), r),
+            None => (None, Role::Viewer),
+        };
         let digest = self.digest(&user, &password);
         // Remembered good credentials never wait, whatever failed before.
         if hash.is_some() && self.remembered(&digest) {
-            return Outcome::Allowed(user);
+            return Outcome::Allowed(Identity::user(user, role));
         }
         let mut keys = vec![ThrottleKey::User(keyed_digest(
             &self.cache_key,
@@ -397,7 +515,7 @@ impl BasicAuth {
         let ok = self.verify(&user, password, hash, cost, digest).await;
         self.throttle.finish(&keys, ok);
         if ok {
-            Outcome::Allowed(user)
+            Outcome::Allowed(Identity::user(user, role))
         } else {
             Outcome::Rejected
         }
@@ -443,15 +561,19 @@ impl BasicAuth {
 /// Bearer tokens checked by the Kubernetes/OpenShift API (TokenReview).
 pub struct BearerTokenAuth {
     api: kube::KubeClient,
+    /// Kubernetes groups → roles.
+    roles: RoleMap,
     cache_key: [u8; 32],
-    /// Digest of a token → (username, expiry).
-    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Digest of a token → (identity, expiry).
+    verified: Mutex<HashMap<[u8; 32], (Identity, Instant)>>,
 }
 
 impl BearerTokenAuth {
     /// Builds the plugin from its options; a missing `server_url` or an unreadable CA or
     /// certificate file is a start-up error.
     pub fn from_options(options: &Map<String, Value>) -> Result<Self, String> {
+        let mut options = options.clone();
+        let roles = RoleMap::take("openshiftbearertokenauth", &mut options)?;
         let opts: std::collections::BTreeMap<String, Value> = options
             .iter()
             .map(|(k, v)| {
@@ -476,7 +598,7 @@ impl BearerTokenAuth {
                     | "insecure_skip_tls_verify"
             ) {
                 return Err(format!(
-                    "openshiftbearertokenauth: unknown option {k:?} (options: server_url, token, ca_path, certificate_path, certificate_key_path, insecure_skip_tls_verify)"
+                    "openshiftbearertokenauth: unknown option {k:?} (options: server_url, token, ca_path, certificate_path, certificate_key_path, insecure_skip_tls_verify, roles, default_role)"
                 ));
             }
         }
@@ -503,6 +625,7 @@ impl BearerTokenAuth {
         rand::rng().fill_bytes(&mut cache_key);
         Ok(BearerTokenAuth {
             api,
+            roles,
             cache_key,
             verified: Mutex::new(HashMap::new()),
         })
@@ -515,27 +638,140 @@ impl BearerTokenAuth {
         let digest = keyed_digest(&self.cache_key, &[token.as_bytes()]);
         {
             let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((user, exp)) = cache.get(&digest)
+            if let Some((who, exp)) = cache.get(&digest)
                 && *exp > Instant::now()
             {
-                return Outcome::Allowed(user.clone());
+                return Outcome::Allowed(who.clone());
             }
         }
         match self.api.review_token(&token).await {
-            Ok(Some(user)) => {
+            Ok(Some((user, groups))) => {
+                let role = self.roles.role_of(groups.iter().map(String::as_str));
+                let who = Identity::user(user, role);
                 let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= CACHE_MAX {
                     cache.clear();
                 }
-                cache.insert(digest, (user.clone(), Instant::now() + CACHE_TTL));
-                Outcome::Allowed(user)
+                cache.insert(digest, (who.clone(), Instant::now() + CACHE_TTL));
+                Outcome::Allowed(who)
             }
             Ok(None) => Outcome::Rejected,
             Err(e) => {
                 // The error never contains the token under review.
-                tracing::warn!(error = %e, "cannot review a bearer token; refusing it");
-                Outcome::Rejected
+                tracing::warn!(error = %e, "cannot review a bearer token");
+                Outcome::Unavailable(
+                    "the Kubernetes API that checks bearer tokens cannot be reached; try again later"
+                        .into(),
+                )
             }
+        }
+    }
+}
+
+/// Static API tokens (`apitokenauth`): `Authorization: Bearer <token>` against a tokens file
+/// holding only SHA-256 digests of the tokens, like users.json holds only bcrypt hashes:
+/// `{"ci-bot": {"hash": "sha256:<64 hex digits>", "role": "operator"}}`. A token is a long
+/// random secret (not a password a person chose), so a fast digest does not make guessing
+/// easier, and each request costs one SHA-256 instead of a bcrypt. The file is read again when
+/// it changes.
+pub struct TokenFileAuth {
+    path: PathBuf,
+    /// (file stamp, digest → (name, role)).
+    state: Mutex<(Option<(SystemTime, u64)>, Tokens)>,
+}
+
+/// A tokens file's content: SHA-256 digest of a token → (its name, its role).
+type Tokens = HashMap<[u8; 32], (String, Role)>;
+
+/// Reads a tokens file.
+fn read_tokens_file(path: &Path) -> Result<Tokens, String> {
+    let origin = format!("tokens file {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: {e}"))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{origin}: not valid JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "{origin}: must be an object like {{\"ci-bot\": {{\"hash\": \"sha256:...\", \"role\": \"operator\"}}}}"
+        ));
+    };
+    let mut out = HashMap::new();
+    for (name, entry) in map {
+        let hash = entry
+            .get("hash")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{origin}: token {name:?} needs a \"hash\" string"))?;
+        let digest: [u8; 32] = hash
+            .strip_prefix("sha256:")
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{origin}: token {name:?}: hash must be \"sha256:\" and 64 hex digits (printf %s \"$TOKEN\" | sha256sum)"
+                )
+            })?;
+        let role = match entry.get("role") {
+            None => Role::Admin,
+            Some(r) => r
+                .as_str()
+                .ok_or_else(|| format!("{origin}: token {name:?}: role must be a string"))
+                .and_then(|r| {
+                    Role::parse(r).map_err(|e| format!("{origin}: token {name:?}: {e}"))
+                })?,
+        };
+        if out.insert(digest, (name.clone(), role)).is_some() {
+            return Err(format!(
+                "{origin}: token {name:?} has the same hash as another token"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+impl TokenFileAuth {
+    /// Builds the plugin from its options (`filepath`); a missing or invalid file is a
+    /// start-up error.
+    pub fn from_options(options: &Map<String, Value>) -> Result<Self, String> {
+        let mut path = None;
+        for (k, v) in options {
+            match k.as_str() {
+                "filepath" => {
+                    path = Some(PathBuf::from(
+                        v.as_str()
+                            .ok_or("apitokenauth: filepath must be a string")?,
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "apitokenauth: unknown option {other:?} (options: filepath)"
+                    ));
+                }
+            }
+        }
+        let path = path.ok_or("apitokenauth: give filepath (the tokens file)")?;
+        let tokens = read_tokens_file(&path).map_err(|e| format!("apitokenauth: {e}"))?;
+        Ok(TokenFileAuth {
+            state: Mutex::new((file_stamp(&path), tokens)),
+            path,
+        })
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Outcome {
+        let Some(token) = bearer_token(headers) else {
+            return Outcome::NotMine;
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = file_stamp(&self.path);
+        if stamp != st.0 {
+            st.1 = read_tokens_file(&self.path).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "tokens file unreadable; its tokens are refused until it is fixed");
+                HashMap::new()
+            });
+            st.0 = stamp;
+        }
+        match st.1.get(&digest) {
+            Some((name, role)) => Outcome::Allowed(Identity::user(name.clone(), *role)),
+            None => Outcome::Rejected,
         }
     }
 }
@@ -570,34 +806,83 @@ pub enum Plugin {
     Basic(BasicAuth),
     /// Kubernetes/OpenShift bearer tokens.
     Bearer(BearerTokenAuth),
+    /// Static API tokens from a tokens file.
+    Tokens(TokenFileAuth),
+    /// TLS client certificates.
+    ClientCert(clientcert::ClientCertAuth),
+    /// Keystone user name and password (HTTP basic credentials checked by Keystone).
+    KeystonePassword(keystone::KeystonePasswordAuth),
+    /// Keystone tokens (`X-Auth-Token`).
+    KeystoneToken(keystone::KeystoneTokenAuth),
+}
+
+/// The plugin names, without prefix, for messages.
+pub const PLUGIN_NAMES: &str = "httpbasicauth, httpauthclientcert, keystonepasswordauth, keystonetokenauth, openshiftbearertokenauth (kubernetestokenauth), apitokenauth";
+
+/// A plugin name without the prefixes the seeds use (`commissaire_http.authentication.` and
+/// `commissaire.authentication.`).
+pub fn short_name(name: &str) -> &str {
+    name.strip_prefix("commissaire_http.authentication.")
+        .or_else(|| name.strip_prefix("commissaire.authentication."))
+        .unwrap_or(name)
 }
 
 impl Plugin {
-    /// Builds a plugin from its configuration; unknown names are a start-up error.
-    pub fn from_config(cfg: &PluginConfig) -> Result<Plugin, String> {
-        let short = cfg
-            .name
-            .strip_prefix("commissaire_http.authentication.")
-            .or_else(|| cfg.name.strip_prefix("commissaire.authentication."))
-            .unwrap_or(&cfg.name);
-        match short {
+    /// Builds a plugin from its configuration; unknown names are a start-up error. `tls`
+    /// says whether the server checks client certificates (`tls-pemfile` and
+    /// `tls-clientverifyfile`), which `httpauthclientcert` needs.
+    pub fn from_config(cfg: &PluginConfig, client_certs: bool) -> Result<Plugin, String> {
+        match short_name(&cfg.name) {
             "httpbasicauth" => Ok(Plugin::Basic(BasicAuth::from_options(&cfg.options)?)),
             "openshiftbearertokenauth" | "kubernetestokenauth" => {
                 Ok(Plugin::Bearer(BearerTokenAuth::from_options(&cfg.options)?))
             }
+            "apitokenauth" => Ok(Plugin::Tokens(TokenFileAuth::from_options(&cfg.options)?)),
+            "httpauthclientcert" => {
+                if !client_certs {
+                    return Err("httpauthclientcert: the server must check client certificates: set tls-pemfile and tls-clientverifyfile".into());
+                }
+                Ok(Plugin::ClientCert(
+                    clientcert::ClientCertAuth::from_options(&cfg.options)?,
+                ))
+            }
+            "keystonepasswordauth" => Ok(Plugin::KeystonePassword(
+                keystone::KeystonePasswordAuth::from_options(&cfg.options)?,
+            )),
+            "keystonetokenauth" => Ok(Plugin::KeystoneToken(
+                keystone::KeystoneTokenAuth::from_options(&cfg.options)?,
+            )),
             other => Err(format!(
-                "configuration key \"authentication-plugins\": {other:?} is not an available plugin (available: httpbasicauth, openshiftbearertokenauth)"
+                "configuration key \"authentication-plugins\": {other:?} is not an available plugin (available: {PLUGIN_NAMES}; each also with the prefix commissaire_http.authentication. or commissaire.authentication.)"
             )),
         }
     }
 
-    async fn check(&self, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Outcome {
+    async fn check(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&PeerCertificate>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Outcome {
         match self {
             Plugin::Basic(b) => b.check(headers, peer).await,
             Plugin::Bearer(b) => b.check(headers).await,
+            Plugin::Tokens(t) => t.check(headers),
+            Plugin::ClientCert(c) => c.check(cert),
+            Plugin::KeystonePassword(k) => k.check(headers).await,
+            Plugin::KeystoneToken(k) => k.check(headers).await,
         }
     }
+
+    fn uses_basic(&self) -> bool {
+        matches!(self, Plugin::Basic(_) | Plugin::KeystonePassword(_))
+    }
 }
+
+/// The verified TLS client certificate of a connection (DER), put in request extensions by
+/// the TLS acceptor.
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
 
 /// The authentication layer's state.
 pub struct Authenticator {
@@ -605,7 +890,20 @@ pub struct Authenticator {
     self_auths: Vec<String>,
     /// Open paths: health, metrics and the API description.
     public: Vec<&'static str>,
+    /// The store, for registration tokens and the audit log (`None` only in unit tests).
+    store: Option<SharedStore>,
+    /// Budget for storing audit records of unauthenticated refusals (see
+    /// [`ANONYMOUS_AUDIT_RATE`]).
+    anonymous_audit: Mutex<(f64, Instant)>,
 }
+
+/// Audit records of refused requests without valid credentials are stored at this rate per
+/// second at most (bursts of [`ANONYMOUS_AUDIT_BURST`]); beyond it they are only written to the
+/// log. Anyone can send such requests, and the stored log is bounded: without this, a flood of
+/// bad requests would push every real record out of it (and cost a store write each).
+pub const ANONYMOUS_AUDIT_RATE: f64 = 10.0;
+/// Burst allowed above [`ANONYMOUS_AUDIT_RATE`].
+pub const ANONYMOUS_AUDIT_BURST: f64 = 100.0;
 
 impl Authenticator {
     /// Builds the layer. With no plugins, every request passes (only reachable with
@@ -615,58 +913,223 @@ impl Authenticator {
             plugins,
             self_auths,
             public: vec!["/api/v0/status", "/metrics"],
+            store: None,
+            anonymous_audit: Mutex::new((ANONYMOUS_AUDIT_BURST, Instant::now())),
         }
     }
 
-    fn is_open(&self, path: &str) -> bool {
+    /// Sets the store that registration tokens are checked in and audit records written to.
+    pub fn with_store(mut self, store: SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn is_public(&self, path: &str) -> bool {
         let trimmed = if path.len() > 1 {
             path.trim_end_matches('/')
         } else {
             path
         };
-        self.plugins.is_empty()
-            || self.public.contains(&trimmed)
+        self.public.contains(&trimmed)
             || trimmed == "/api/v0/openapi.json"
             || trimmed == "/api/v0/docs"
             || path.starts_with("/api/v0/docs/")
             || self.self_auths.iter().any(|p| p == path || p == trimmed)
     }
+
+    /// Checks a registration token in the store.
+    async fn registration(&self, token: &str) -> Outcome {
+        let Some(store) = &self.store else {
+            return Outcome::Rejected;
+        };
+        match domain::registration::authenticate(store.as_ref(), token).await {
+            Ok(Some(t)) => Outcome::Allowed(Identity {
+                user: format!("registration-token/{}", t.id),
+                role: Role::Viewer,
+                registration: Some(RegistrationScope {
+                    token_id: t.id,
+                    cluster: t.cluster,
+                }),
+            }),
+            Ok(None) => Outcome::Rejected,
+            Err(e) => Outcome::Unavailable(e.to_string()),
+        }
+    }
+
+    /// Authenticates a request: a registration token, else the plugins in order.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&PeerCertificate>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Outcome {
+        if let Some(token) = bearer_token(headers)
+            && domain::registration::is_registration_token(&token)
+        {
+            return self.registration(&token).await;
+        }
+        let mut presented = false;
+        let mut unavailable = None;
+        for p in &self.plugins {
+            match p.check(headers, cert, peer).await {
+                Outcome::Allowed(who) => return Outcome::Allowed(who),
+                Outcome::Rejected => presented = true,
+                Outcome::Unavailable(m) => unavailable = Some(m),
+                Outcome::NotMine => {}
+            }
+        }
+        match (unavailable, presented) {
+            (Some(m), _) => Outcome::Unavailable(m),
+            (None, true) => Outcome::Rejected,
+            (None, false) => Outcome::NotMine,
+        }
+    }
+
+    /// Takes one unit of the budget for storing unauthenticated refusals.
+    fn anonymous_budget(&self) -> bool {
+        let mut b = self
+            .anonymous_audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * ANONYMOUS_AUDIT_RATE)
+            .min(ANONYMOUS_AUDIT_BURST);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Writes an audit record to the store and the log; a failure to store it is logged,
+    /// not turned into a failure of the request (which has already been answered).
+    async fn audit(&self, who: Option<&Identity>, req: &RequestFacts, status: StatusCode) {
+        let (id, time) = domain::audit::new_id(chrono::Utc::now());
+        let outcome = match status.as_u16() {
+            200..=299 => "allowed",
+            401 | 403 => "refused",
+            _ => "failed",
+        };
+        let record = AuditRecord {
+            id,
+            time,
+            user: who.map(|w| w.user.clone()),
+            role: who.filter(|w| w.registration.is_none()).map(|w| w.role),
+            source: req.peer.map(|p| p.to_string()),
+            method: req.method.to_string(),
+            route: req.path.clone(),
+            target: authz::target(&req.path),
+            status: status.as_u16(),
+            outcome: outcome.into(),
+            request_id: req.request_id.clone(),
+        };
+        let store_it = who.is_some() || self.anonymous_budget();
+        let line = serde_json::to_string(&record).unwrap_or_default();
+        tracing::info!(target: "commissaire::audit", audit = %line, stored = store_it, "audit");
+        if let Some(store) = self.store.as_ref().filter(|_| store_it)
+            && let Err(e) = domain::audit::append(store.as_ref(), &record).await
+        {
+            tracing::warn!(error = %e, "cannot store an audit record (it is in this log)");
+        }
+    }
 }
 
-/// Axum middleware: lets the request through or answers 401.
+/// What the audit log needs of a request, taken before the request moves on.
+struct RequestFacts {
+    method: Method,
+    path: String,
+    peer: Option<std::net::IpAddr>,
+    request_id: Option<String>,
+}
+
+fn refusal(status: StatusCode, msg: String, basic: bool) -> Response {
+    let mut resp = ApiError::new(status, msg).into_response();
+    if status == StatusCode::UNAUTHORIZED && basic {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"commissaire\""),
+        );
+    }
+    resp
+}
+
+/// Axum middleware: authenticates, authorizes (403 naming the missing permission), and
+/// records every change and every refused attempt in the audit log.
 pub async fn layer(
     State(auth): State<Arc<Authenticator>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    if auth.is_open(req.uri().path()) {
+    if auth.is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let mut presented = false;
-    for p in &auth.plugins {
-        match p.check(req.headers(), peer).await {
-            Outcome::Allowed(user) => {
-                req.extensions_mut().insert(AuthUser(user));
-                return next.run(req).await;
-            }
-            Outcome::Rejected => presented = true,
-            Outcome::NotMine => {}
-        }
-    }
-    let msg = if presented {
-        "invalid credentials"
-    } else {
-        "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)"
+    let facts = RequestFacts {
+        method: req.method().clone(),
+        path: req.uri().path().to_string(),
+        peer: req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip()),
+        request_id: req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"commissaire\""),
-    );
+    let read = facts.method == Method::GET || facts.method == Method::HEAD;
+    let basic = auth.plugins.iter().any(Plugin::uses_basic);
+    let who = if auth.plugins.is_empty() {
+        // insecure-no-auth: everyone is an anonymous admin (and still audited).
+        Identity::user("anonymous", Role::Admin)
+    } else {
+        let cert = req.extensions().get::<PeerCertificate>().cloned();
+        match auth
+            .authenticate(req.headers(), cert.as_ref(), facts.peer)
+            .await
+        {
+            Outcome::Allowed(who) => who,
+            Outcome::Unavailable(m) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m).into_response();
+            }
+            other => {
+                let msg = if matches!(other, Outcome::Rejected) {
+                    "invalid credentials"
+                } else {
+                    "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)"
+                };
+                auth.audit(None, &facts, StatusCode::UNAUTHORIZED).await;
+                return refusal(StatusCode::UNAUTHORIZED, msg.into(), basic);
+            }
+        }
+    };
+    let refused = if who.registration.is_some() {
+        (!authz::registration_allowed(&facts.method, &facts.path)).then(|| {
+            format!(
+                "{} may only register a host (PUT /api/v0/host), not {} {}",
+                who.user, facts.method, facts.path
+            )
+        })
+    } else {
+        let need = authz::required(&facts.method, &facts.path);
+        (who.role < need.role).then(|| {
+            format!(
+                "user {} (role {}) lacks permission {} for {} {} (needs role {})",
+                who.user, who.role, need.name, facts.method, facts.path, need.role
+            )
+        })
+    };
+    if let Some(msg) = refused {
+        auth.audit(Some(&who), &facts, StatusCode::FORBIDDEN).await;
+        return refusal(StatusCode::FORBIDDEN, msg, basic);
+    }
+    req.extensions_mut().insert(who.clone());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !read || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        auth.audit(Some(&who), &facts, status).await;
+    }
     resp
 }
 

@@ -66,6 +66,8 @@ pub fn status_of(e: &DomainError) -> StatusCode {
         DomainError::NotFound(_) => StatusCode::NOT_FOUND,
         DomainError::NotReady(_) => StatusCode::METHOD_NOT_ALLOWED,
         DomainError::Conflict(_) => StatusCode::CONFLICT,
+        DomainError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
         DomainError::Unavailable(_) | DomainError::Contended(_) => StatusCode::SERVICE_UNAVAILABLE,
         DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod config;
 pub mod error;
 pub mod fleet_metrics;
@@ -207,7 +208,12 @@ fn build_auth(cfg: &Config) -> anyhow::Result<Authenticator> {
     let mut plugins = cfg
         .authentication_plugins
         .iter()
-        .map(Plugin::from_config)
+        .map(|p| {
+            Plugin::from_config(
+                p,
+                cfg.tls_pemfile.is_some() && cfg.tls_clientverifyfile.is_some(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     if plugins.is_empty() {
@@ -275,7 +281,17 @@ fn tls_config(cfg: &Config) -> anyhow::Result<Option<rustls::ServerConfig>> {
                     })?)
                     .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            let mut verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots));
+            // With httpauthclientcert stacked with other plugins, a client without a
+            // certificate may still log in another way (a certificate it does send must
+            // verify). Otherwise tls-clientverifyfile requires one, as it always did.
+            let is_cert =
+                |p: &config::PluginConfig| auth::short_name(&p.name) == "httpauthclientcert";
+            let plugins = &cfg.authentication_plugins;
+            if plugins.iter().any(is_cert) && plugins.iter().any(|p| !is_cert(p)) {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier
                 .build()
                 .with_context(|| format!("tls-clientverifyfile {}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
@@ -386,7 +402,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         ..api::events::FeedLimits::default()
     });
     let store = fleet_metrics::timed(open_store(&cfg).await?);
-    let auth = Arc::new(build_auth(&cfg)?);
+    let auth = Arc::new(build_auth(&cfg)?.with_store(store.clone()));
     let tls = tls_config(&cfg)?;
     seed(store.clone());
     let templates =
@@ -520,9 +536,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let rc = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(sc));
             // The socket is counted and idle-bounded before the handshake, which itself has
             // the header-read bound.
-            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rc)
-                .handshake_timeout(cfg.header_read_timeout)
-                .acceptor(limits);
+            let acceptor = auth::clientcert::PeerCertAcceptor::new(
+                axum_server::tls_rustls::RustlsAcceptor::new(rc)
+                    .handshake_timeout(cfg.header_read_timeout)
+                    .acceptor(limits),
+            );
             let mut server = axum_server::from_tcp(listener)?
                 .acceptor(acceptor)
                 .handle(handle);

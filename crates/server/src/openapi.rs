@@ -19,7 +19,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{bodies, clusters, events, hosts, managers, networks, operations, ops};
+use crate::api::{access, bodies, clusters, events, hosts, managers, networks, operations, ops};
 use crate::state::AppState;
 
 struct BasicAuthScheme;
@@ -37,7 +37,7 @@ impl utoipa::Modify for BasicAuthScheme {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Commissaire", description = "Manage Linux hosts over SSH: inventory, bootstrap into Kubernetes/OpenShift clusters, rolling operations. Every route except /api/v0/status needs authentication (HTTP basic by default). Errors are {\"error\": {\"status\", \"message\"}}."),
+    info(title = "Commissaire", description = "Manage Linux hosts over SSH: inventory, bootstrap into Kubernetes/OpenShift clusters, rolling operations. Every route except /api/v0/status needs authentication (HTTP basic by default) and a role: admin, operator or viewer; each operation names its role in x-required-role. Errors are {\"error\": {\"status\", \"message\"}}."),
     paths(
         hosts::list, hosts::get_one, hosts::create, hosts::register, hosts::delete, hosts::creds, hosts::status,
         hosts::get_hostkey, hosts::trust_hostkey,
@@ -46,6 +46,7 @@ impl utoipa::Modify for BasicAuthScheme {
         networks::list, networks::get_one, networks::put, networks::delete,
         managers::list, managers::get_one, managers::put, managers::delete,
         operations::get, operations::start, operations::cancel, operations::pause, operations::resume,
+        access::create, access::list, access::revoke, access::audit,
         events::stream, ops::status,
     ),
     components(schemas(
@@ -59,7 +60,8 @@ impl utoipa::Modify for BasicAuthScheme {
         bodies::HostCreateBody, bodies::ClusterBody, bodies::MembershipBody, bodies::NetworkBody,
         bodies::NetworkOptions, bodies::ContainerManagerBody, bodies::ContainerManagerOptions,
         bodies::HostAmount, bodies::RestartBody, bodies::UpgradeBody, bodies::DeployBody,
-        bodies::HostKeyBody,
+        bodies::HostKeyBody, bodies::RegistrationTokenBody,
+        model::Role, model::RegistrationToken, model::RegistrationTokenCreated, model::AuditRecord,
     )),
     modifiers(&BasicAuthScheme),
     security(("basic" = [])),
@@ -259,8 +261,37 @@ fn model_examples() -> BTreeMap<&'static str, Value> {
         ]
         .into(),
     };
+    let token = RegistrationToken {
+        id: "9f86d081884c7d65".into(),
+        cluster: Some("prod".into()),
+        expires: "2026-05-05T10:15:02Z".into(),
+        single_use: true,
+        created_by: "admin".into(),
+        created: "2026-05-04T10:15:02Z".into(),
+        description: Some("rack 12 re-install".into()),
+    };
+    let created = RegistrationTokenCreated {
+        record: token.clone(),
+        token: "cmsreg_9f86d081884c7d65.<secret, shown only here>".into(),
+    };
+    let audit = AuditRecord {
+        id: "00063e5b1c2d3e4f-1a2b3c4d".into(),
+        time: "2026-05-04T10:15:02.125000Z".into(),
+        user: Some("alice".into()),
+        role: Some(Role::Operator),
+        source: Some("192.168.152.1".into()),
+        method: "PUT".into(),
+        route: "/api/v0/cluster/prod/hosts/192.168.152.10".into(),
+        target: Some("cluster/prod/hosts/192.168.152.10".into()),
+        status: 200,
+        outcome: "allowed".into(),
+        request_id: Some("6f1c5a2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b".into()),
+    };
     let v = |x: &dyn erased::Ser| x.value();
     BTreeMap::from([
+        ("RegistrationToken", v(&token)),
+        ("RegistrationTokenCreated", v(&created)),
+        ("AuditRecord", v(&audit)),
         ("Host", v(&host)),
         ("ClusterView", v(&view)),
         ("NodeView", v(&node)),
@@ -310,7 +341,9 @@ fn default_description(code: &str) -> &'static str {
         "201" => "Created",
         "400" => "Invalid request: the message names the field or parameter and what is wrong",
         "401" => "No credentials, or invalid ones (WWW-Authenticate: Basic)",
-        "403" => "Forbidden",
+        "403" => {
+            "Authenticated, but the caller's role lacks the permission this route needs (the message names it)"
+        }
         "404" => "Not found",
         "405" => "The resource is not in a state that allows this",
         "409" => "Conflicts with what is stored",
@@ -337,6 +370,7 @@ fn error_example(code: &str, path: &str, description: &str) -> Value {
             "remote_user: \"-x\" is not a valid user name (1-32 letters, digits, '.', '_' or '-', not starting with '-')".to_string()
         }
         400 => "name: \"my cluster\" contains ' '; only letters, digits, '_' and '-' are allowed".to_string(),
+        403 => "user bob (role viewer) lacks permission networks:write for PUT /api/v0/network/fs (needs role admin)".to_string(),
         401 => "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)".to_string(),
         404 => format!("{subject} does not exist"),
         413 => format!("request body is larger than the limit of {} bytes", crate::BODY_LIMIT),
@@ -381,6 +415,29 @@ fn complete(doc: &mut Value) {
             }
             if !open {
                 wanted.push("401");
+                wanted.push("403");
+                let need = crate::authz::required(
+                    &method
+                        .to_uppercase()
+                        .parse()
+                        .unwrap_or(axum::http::Method::GET),
+                    path,
+                );
+                op["x-required-role"] = json!(need.role.as_str());
+                op["x-required-permission"] = json!(need.name);
+                let text = op["description"].as_str().unwrap_or_default().to_string();
+                let mut who = format!(
+                    "Requires role **{}** (permission `{}`).",
+                    need.role, need.name
+                );
+                if path == "/api/v0/host" && *method == "put" {
+                    who.push_str(" A registration token may also call it.");
+                }
+                op["description"] = json!(if text.is_empty() {
+                    who
+                } else {
+                    format!("{text}\n\n{who}")
+                });
             }
             if has_params {
                 wanted.push("404");

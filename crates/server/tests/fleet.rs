@@ -565,11 +565,24 @@ async fn host_registers_itself_with_cloud_init_user_data() {
     let server = Server::start(opts).await;
     let a = tb.addresses()[0].clone();
 
+    // What `commctl user-data` does: an admin creates a registration token, and only the
+    // token goes into the user-data.
+    let created = expect_status(
+        &server
+            .send(
+                server
+                    .request(reqwest::Method::POST, "/registration-tokens")
+                    .header("content-type", "application/json")
+                    .body(json!({"single_use": true}).to_string()),
+            )
+            .await,
+        201,
+    );
+    let token = created["token"].as_str().unwrap().to_string();
     let doc = commctl::userdata::build(
         &commctl::userdata::HostData {
             endpoint: server.base.clone(),
-            username: Some(USER.into()),
-            password: Some(PASSWORD.into()),
+            token: Some(token.clone()),
             cluster: None,
             remote_user: "root".into(),
             ssh_key_path: None,
@@ -580,6 +593,10 @@ async fn host_registers_itself_with_cloud_init_user_data() {
     let dir = env.dir().join("userdata");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("user-data"), &doc).unwrap();
+    assert!(
+        !doc.contains(PASSWORD) && !doc.to_lowercase().contains("password"),
+        "no password in the user-data"
+    );
     // Parse it the way cloud-init does (Python's email package) and check the part order.
     let parse = Command::new("python3")
         .arg("-c")
@@ -676,4 +693,17 @@ for p in parts:
     );
     assert!(tb.host_file(&a, "/root/.ssh/id_commissaire").is_some());
     assert_eq!(count(&commands(&tb, &a), "systemctl restart docker"), 1);
+    // The token was single-use: it is gone, and it never could do anything else.
+    let tokens = expect_status(&server.get("/registration-tokens").await, 200);
+    assert_eq!(tokens, json!([]));
+    let r = server
+        .send(
+            server
+                .client()
+                .get(server.url("/hosts"))
+                .timeout(REQUEST_TIMEOUT)
+                .bearer_auth(&token),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
 }

@@ -532,6 +532,87 @@ async fn bearer_tokens_are_checked_with_a_token_review() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_roles_come_from_kubernetes_groups_and_an_outage_is_503() {
+    let kube = FakeKube::start(FakeKubeOptions::default());
+    // The fake puts service accounts in group system:serviceaccounts, everyone in
+    // system:authenticated.
+    kube.add_user_token("robot-token", "system:serviceaccount:ops:robot");
+    kube.add_user_token("alice-token", "alice");
+    let env = Env::new(Backend::Sqlite);
+    let mut opts = env.options("data");
+    let plugin = |url: &str| {
+        format!(
+            "commissaire_http.authentication.openshiftbearertokenauth:server_url={url},token={},ca_path={},default_role=viewer,roles={{\"system:serviceaccounts\":\"operator\"}}",
+            kube.token().unwrap(),
+            kube.ca_path().display()
+        )
+    };
+    opts.extra_args = vec!["--authentication-plugin".into(), plugin(&kube.url())];
+    let server = Server::start(opts).await;
+    let send = |token: &str, m: reqwest::Method, path: &str| {
+        server
+            .client()
+            .request(m, server.url(path))
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body("{}")
+    };
+    // alice: the default role, viewer.
+    expect_status(
+        &server
+            .send(send("alice-token", reqwest::Method::GET, "/hosts"))
+            .await,
+        200,
+    );
+    expect_error(
+        &server
+            .send(send(
+                "alice-token",
+                reqwest::Method::PUT,
+                "/cluster/c1/hosts",
+            ))
+            .await,
+        403,
+        "user alice (role viewer) lacks permission membership:write",
+    );
+    // The service account: operator through its group, still not an admin.
+    let r = server
+        .send(send(
+            "robot-token",
+            reqwest::Method::PUT,
+            "/cluster/c1/hosts",
+        ))
+        .await;
+    // Allowed: the request gets as far as checking its body.
+    expect_error(&r, 400, "old: is required");
+    expect_error(
+        &server
+            .send(send("robot-token", reqwest::Method::PUT, "/cluster/c1"))
+            .await,
+        403,
+        "role operator",
+    );
+    // The API that reviews tokens is down: 503, not 401 and never an allow.
+    let mut down = env.options("down");
+    down.extra_args = vec![
+        "--authentication-plugin".into(),
+        plugin(&format!("https://127.0.0.1:{}", testsupport::free_port())),
+    ];
+    let down = Server::start(down).await;
+    let r = down
+        .send(
+            down.client()
+                .get(down.url("/hosts"))
+                .timeout(REQUEST_TIMEOUT)
+                .bearer_auth("alice-token"),
+        )
+        .await;
+    expect_error(&r, 503, "cannot be reached");
+    expect_status(&down.get("/hosts").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     let tb = Testbed::up(TestbedOptions {
         hosts: 1,
@@ -559,7 +640,8 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     // Joining bootstraps it again with the cluster's plan, then registers its node. The join
     // itself rewrites the host in the same transaction: `updated Cluster`, then `updated Host`
     // (bootstrapping), before the answer.
-    let mut feed = EventReader::open(&server, Some(&server.revision().await.to_string())).await;
+    let mut feed =
+        EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
     expect_status(
         &server
             .put(&format!("/cluster/k/hosts/{a}"), json!({}))
@@ -595,7 +677,8 @@ async fn a_host_joining_later_becomes_a_node_and_leaving_removes_it() {
     );
 
     // Leaving removes the node (ours) and the node view, and the host is disassociated.
-    let mut feed = EventReader::open(&server, Some(&server.revision().await.to_string())).await;
+    let mut feed =
+        EventReader::open(&server, Some(&server.store_revision().await.to_string())).await;
     expect_status(&server.delete(&format!("/cluster/k/hosts/{a}")).await, 200);
     let first = feed.take(2, Duration::from_secs(30)).await;
     let (c, h) = (first[0].json(), first[1].json());

@@ -228,7 +228,7 @@ async fn join_rewrites_hosts(backend: Backend) {
         .await,
         201,
     );
-    let mut feed = EventReader::open(&s, Some(&s.revision().await.to_string())).await;
+    let mut feed = EventReader::open(&s, Some(&s.store_revision().await.to_string())).await;
     let kinds = ["Cluster", "Host"];
 
     // Single join, unmanaged cluster: Cluster, then Host (disassociated).

@@ -6,7 +6,8 @@
 //! `networks/<name>`, `container_managers/<name>`, `secrets/hosts/<address>` (sealed
 //! [`HostCreds`]), `secrets/container_managers/<name>` (sealed secret options), `nodes/<address>`
 //! and `node_removals/<address>` (container-manager state of hosts), `memberships/<address>`
-//! (the cluster a host belongs to).
+//! (the cluster a host belongs to), `registration_tokens/<id>` (digests of registration tokens)
+//! and `audit/<id>` (the audit log).
 
 use std::collections::BTreeMap;
 
@@ -46,6 +47,11 @@ pub const NODE_REMOVALS: &str = "node_removals/";
 /// it, so that a delete that checked "no cluster uses it" fails if a cluster started using it
 /// in between. Not shown by the API.
 pub const REFERENCES: &str = "references/";
+/// Prefix of registration tokens (`registration_tokens/<id>`): the token's digest, scope and
+/// expiry, never the token itself.
+pub const REGISTRATION_TOKENS: &str = "registration_tokens/";
+/// Prefix of audit records (`audit/<sortable id>`), bounded and pruned oldest first.
+pub const AUDIT: &str = "audit/";
 /// The kinds of rolling operation, as they appear in keys and URLs.
 pub const OPERATION_KINDS: &[&str] = &["restart", "upgrade", "deploy"];
 

@@ -9,7 +9,9 @@
 //! JSON shapes and status codes) for tests of the Kubernetes client.
 #![warn(missing_docs)]
 
+pub mod fakekeystone;
 pub mod fakekube;
+pub mod pki;
 pub mod redis;
 pub mod sshd;
 pub mod testbed;

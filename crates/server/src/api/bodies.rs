@@ -215,6 +215,21 @@ pub struct HostKeyBody {
     pub key: Option<String>,
 }
 
+/// Body of `POST /api/v0/registration-tokens`; every field optional.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"cluster": "prod", "expires_in": 3600, "single_use": true, "description": "rack 12 re-install"}))]
+pub struct RegistrationTokenBody {
+    /// The only cluster hosts registering with the token may join (they join it when they
+    /// name none).
+    pub cluster: Option<String>,
+    /// Lifetime in seconds (default 86400, at most one year).
+    pub expires_in: Option<u64>,
+    /// Whether the first host registered with it uses it up (default false).
+    pub single_use: Option<bool>,
+    /// Free text, up to 200 characters.
+    pub description: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,14 +3,15 @@
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use domain::hosts;
 use model::{Host, HostCreateRequest, HostCreds, HostStatus, TrustedHostKey};
 
 use super::{body_fields, url_address};
+use crate::auth::Identity;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -61,10 +62,12 @@ pub async fn create(
 pub async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    who: Option<Extension<Identity>>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Host>)> {
     let req = HostCreateRequest::from_json(&body_fields(&body)?)?;
-    let host = hosts::register(&state.domain, peer.ip(), req).await?;
+    let scope = who.and_then(|Extension(w)| w.registration);
+    let host = hosts::register(&state.domain, peer.ip(), req, scope).await?;
     Ok((StatusCode::CREATED, Json(host)))
 }
 

@@ -4,6 +4,7 @@
 //! crate (which validates everything before writing, and writes in one compare-and-swap
 //! transaction), and map its answer. They hold no store transactions and no rules of their own.
 
+pub mod access;
 pub mod bodies;
 pub mod clusters;
 pub mod events;
@@ -109,6 +110,15 @@ pub fn routes() -> Routes {
             .put(managers::put)
             .delete(managers::delete),
     );
+    r = r.route(
+        "/api/v0/registration-tokens",
+        get(access::list).post(access::create),
+    );
+    r = r.route(
+        "/api/v0/registration-tokens/{id}",
+        axum::routing::delete(access::revoke),
+    );
+    r = r.route("/api/v0/audit", get(access::audit));
     r = r.route("/api/v0/events", get(events::stream));
     r = r.route("/api/v0/status", get(ops::status));
     r

@@ -105,6 +105,20 @@ pub struct ServerOptions {
     /// More flags; a `--watcher-interval` here replaces the harness's default (one day, so
     /// the watcher stays out of API tests).
     pub extra_args: Vec<String>,
+    /// Serve HTTPS: the server's certificate bundle, the CA the harness's client trusts, and
+    /// optionally the CA client certificates are verified against.
+    pub tls: Option<TlsOptions>,
+}
+
+/// HTTPS for a test server.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    /// `--tls-pemfile` (certificate and key).
+    pub pemfile: PathBuf,
+    /// The CA that signed it (trusted by the harness's client).
+    pub ca: PathBuf,
+    /// `--tls-clientverifyfile`, when set.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A test's working area: temporary directory, optional etcd, generated keys.
@@ -164,6 +178,7 @@ impl Env {
             log_path: self.dir().join(format!("{name}.log")),
             listen: "127.0.0.1".to_string(),
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 
@@ -238,7 +253,8 @@ impl Server {
             .open(&opts.log_path)
             .expect("open the server log");
         let log_err = log.try_clone().expect("clone the log handle");
-        let base = format!("http://{}:{port}", opts.listen);
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}:{port}", opts.listen);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_commissaire-server"));
         cmd.arg("--no-config-file")
             .arg("--data-dir")
@@ -251,6 +267,12 @@ impl Server {
             cmd.args(["--watcher-interval", "86400"]);
         }
         cmd.args(&opts.extra_args);
+        if let Some(tls) = &opts.tls {
+            cmd.arg("--tls-pemfile").arg(&tls.pemfile);
+            if let Some(ca) = &tls.client_ca {
+                cmd.arg("--tls-clientverifyfile").arg(ca);
+            }
+        }
         let creds = match &opts.auth {
             Auth::Basic(users) => {
                 cmd.arg("--authentication-plugin")
@@ -289,11 +311,16 @@ impl Server {
         // No connection reuse: the server rightly closes a connection after refusing an
         // oversized body, and a pooled client could pick that connection for the next request
         // just as it closes (a transport error that is the test's, not the server's).
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("reqwest client");
+            .pool_max_idle_per_host(0);
+        if let Some(tls) = &opts.tls {
+            let pem = std::fs::read(&tls.ca).expect("read the test CA");
+            builder = builder.tls_certs_only(
+                reqwest::Certificate::from_pem_bundle(&pem).expect("the test CA is PEM"),
+            );
+        }
+        let client = builder.build().expect("reqwest client");
         Server {
             opts,
             port,
@@ -597,8 +624,22 @@ impl Server {
         }
     }
 
-    /// The store revision reported by `/api/v0/status`.
+    /// The store revision reported by `/api/v0/status`, less one per audit record: every
+    /// change request (and every refused one) writes its audit record in a transaction of its
+    /// own, so this is the revision as far as everything but the audit log goes — what tests
+    /// of "this request wrote nothing" compare. (The audit log is only pruned beyond 10 000
+    /// records, which no test writes.)
     pub async fn revision(&self) -> i64 {
+        let rev = self.store_revision().await;
+        let audit = self.get("/audit?limit=10000").await;
+        let records = expect_status(&audit, 200).as_array().map_or(0, Vec::len);
+        rev - records as i64
+    }
+
+    /// The store revision reported by `/api/v0/status` as it is (change-feed ids are store
+    /// revisions). The newest revision after a change request is its audit record, which the
+    /// feed does not carry; the change itself is the revision before.
+    pub async fn store_revision(&self) -> i64 {
         let r = self.get("/status").await;
         let v = expect_status(&r, 200);
         v["store"]["revision"]
