@@ -1295,6 +1295,63 @@ mod tests {
     }
 
     #[test]
+    fn roles_in_files_and_plugin_options() {
+        let hash = "$2b$04$abcdefghijklmnopqrstuuN5Ig3rB1Cq6tHl3d6w1xvS1Zr4mh9oUO";
+        let users = parse_users(
+            &serde_json::json!({"old": {"hash": hash}, "v": {"hash": hash, "role": "viewer"}}),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            users["old"].1,
+            Role::Admin,
+            "no role: admin, as before roles"
+        );
+        assert_eq!(users["v"].1, Role::Viewer);
+        let e = parse_users(
+            &serde_json::json!({"v": {"hash": hash, "role": "root"}}),
+            "users file x",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("users file x") && e.contains("\"root\" is not a role"),
+            "{e}"
+        );
+
+        let mut opts = serde_json::json!({"roles": "{\"ops\": \"operator\", \"admins\": \"admin\"}", "default_role": "viewer", "cn": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let map = RoleMap::take("p", &mut opts).unwrap();
+        assert_eq!(opts.len(), 1, "roles and default_role are taken out");
+        assert_eq!(map.role_of(["nobody"]), Role::Viewer);
+        assert_eq!(map.role_of(["ops", "nobody"]), Role::Operator);
+        assert_eq!(
+            map.role_of(["ops", "admins"]),
+            Role::Admin,
+            "the highest wins"
+        );
+        assert_eq!(RoleMap::default().role_of([]), Role::Admin);
+        let mut bad = serde_json::json!({"roles": {"x": "boss"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert!(
+            RoleMap::take("p", &mut bad)
+                .unwrap_err()
+                .contains("roles.x")
+        );
+        assert_eq!(
+            short_name("commissaire.authentication.httpbasicauth"),
+            "httpbasicauth"
+        );
+        assert_eq!(
+            short_name("commissaire_http.authentication.keystonetokenauth"),
+            "keystonetokenauth"
+        );
+    }
+
+    #[test]
     fn original_hashes_accepted() {
         // The original's shipped users.json: user a, password a, $2a$ prefix.
         assert!(
