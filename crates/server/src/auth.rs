@@ -146,6 +146,20 @@ impl Throttle {
         }
     }
 
+    /// Ends a check that could not decide (the service that checks was unreachable): it
+    /// counts neither as a failure nor as a success.
+    fn abandon(&self, keys: &[ThrottleKey]) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(e) = map.get_mut(k) {
+                e.pending = e.pending.saturating_sub(1);
+                if e.count == 0 && e.pending == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -165,6 +179,11 @@ fn delay_for(failures: u32) -> Duration {
 fn bcrypt_cost(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
+
+/// What a change was about when the path does not say it (self-registration: the host's
+/// address), put in response extensions by the handler for the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditTarget(pub String);
 
 /// The authenticated caller, put in request extensions for handlers and the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -869,7 +888,7 @@ impl Plugin {
             Plugin::Bearer(b) => b.check(headers).await,
             Plugin::Tokens(t) => t.check(headers),
             Plugin::ClientCert(c) => c.check(cert),
-            Plugin::KeystonePassword(k) => k.check(headers).await,
+            Plugin::KeystonePassword(k) => k.check(headers, peer).await,
             Plugin::KeystoneToken(k) => k.check(headers).await,
         }
     }
@@ -1005,7 +1024,13 @@ impl Authenticator {
 
     /// Writes an audit record to the store and the log; a failure to store it is logged,
     /// not turned into a failure of the request (which has already been answered).
-    async fn audit(&self, who: Option<&Identity>, req: &RequestFacts, status: StatusCode) {
+    async fn audit(
+        &self,
+        who: Option<&Identity>,
+        req: &RequestFacts,
+        status: StatusCode,
+        target: Option<String>,
+    ) {
         let (id, time) = domain::audit::new_id(chrono::Utc::now());
         let outcome = match status.as_u16() {
             200..=299 => "allowed",
@@ -1020,7 +1045,7 @@ impl Authenticator {
             source: req.peer.map(|p| p.to_string()),
             method: req.method.to_string(),
             route: req.path.clone(),
-            target: authz::target(&req.path),
+            target: target.or_else(|| authz::target(&req.path)),
             status: status.as_u16(),
             outcome: outcome.into(),
             request_id: req.request_id.clone(),
@@ -1099,7 +1124,8 @@ pub async fn layer(
                 } else {
                     "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)"
                 };
-                auth.audit(None, &facts, StatusCode::UNAUTHORIZED).await;
+                auth.audit(None, &facts, StatusCode::UNAUTHORIZED, None)
+                    .await;
                 return refusal(StatusCode::UNAUTHORIZED, msg.into(), basic);
             }
         }
@@ -1121,14 +1147,16 @@ pub async fn layer(
         })
     };
     if let Some(msg) = refused {
-        auth.audit(Some(&who), &facts, StatusCode::FORBIDDEN).await;
+        auth.audit(Some(&who), &facts, StatusCode::FORBIDDEN, None)
+            .await;
         return refusal(StatusCode::FORBIDDEN, msg, basic);
     }
     req.extensions_mut().insert(who.clone());
     let resp = next.run(req).await;
     let status = resp.status();
     if !read || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        auth.audit(Some(&who), &facts, status).await;
+        let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+        auth.audit(Some(&who), &facts, status, target).await;
     }
     resp
 }
