@@ -146,6 +146,20 @@ impl Throttle {
         }
     }
 
+    /// Ends a check that could not decide (the service that checks was unreachable): it
+    /// counts neither as a failure nor as a success.
+    fn abandon(&self, keys: &[ThrottleKey]) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(e) = map.get_mut(k) {
+                e.pending = e.pending.saturating_sub(1);
+                if e.count == 0 && e.pending == 0 {
+                    map.remove(k);
+                }
+            }
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -165,6 +179,11 @@ fn delay_for(failures: u32) -> Duration {
 fn bcrypt_cost(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
+
+/// What a change was about when the path does not say it (self-registration: the host's
+/// address), put in response extensions by the handler for the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditTarget(pub String);
 
 /// The authenticated caller, put in request extensions for handlers and the audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -869,7 +888,7 @@ impl Plugin {
             Plugin::Bearer(b) => b.check(headers).await,
             Plugin::Tokens(t) => t.check(headers),
             Plugin::ClientCert(c) => c.check(cert),
-            Plugin::KeystonePassword(k) => k.check(headers).await,
+            Plugin::KeystonePassword(k) => k.check(headers, peer).await,
             Plugin::KeystoneToken(k) => k.check(headers).await,
         }
     }
@@ -1005,7 +1024,13 @@ impl Authenticator {
 
     /// Writes an audit record to the store and the log; a failure to store it is logged,
     /// not turned into a failure of the request (which has already been answered).
-    async fn audit(&self, who: Option<&Identity>, req: &RequestFacts, status: StatusCode) {
+    async fn audit(
+        &self,
+        who: Option<&Identity>,
+        req: &RequestFacts,
+        status: StatusCode,
+        target: Option<String>,
+    ) {
         let (id, time) = domain::audit::new_id(chrono::Utc::now());
         let outcome = match status.as_u16() {
             200..=299 => "allowed",
@@ -1020,7 +1045,7 @@ impl Authenticator {
             source: req.peer.map(|p| p.to_string()),
             method: req.method.to_string(),
             route: req.path.clone(),
-            target: authz::target(&req.path),
+            target: target.or_else(|| authz::target(&req.path)),
             status: status.as_u16(),
             outcome: outcome.into(),
             request_id: req.request_id.clone(),
@@ -1099,7 +1124,8 @@ pub async fn layer(
                 } else {
                     "authentication required: send HTTP basic credentials (or a bearer token, when a token plugin is configured)"
                 };
-                auth.audit(None, &facts, StatusCode::UNAUTHORIZED).await;
+                auth.audit(None, &facts, StatusCode::UNAUTHORIZED, None)
+                    .await;
                 return refusal(StatusCode::UNAUTHORIZED, msg.into(), basic);
             }
         }
@@ -1121,14 +1147,16 @@ pub async fn layer(
         })
     };
     if let Some(msg) = refused {
-        auth.audit(Some(&who), &facts, StatusCode::FORBIDDEN).await;
+        auth.audit(Some(&who), &facts, StatusCode::FORBIDDEN, None)
+            .await;
         return refusal(StatusCode::FORBIDDEN, msg, basic);
     }
     req.extensions_mut().insert(who.clone());
     let resp = next.run(req).await;
     let status = resp.status();
     if !read || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        auth.audit(Some(&who), &facts, status).await;
+        let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+        auth.audit(Some(&who), &facts, status, target).await;
     }
     resp
 }
@@ -1292,6 +1320,63 @@ mod tests {
         let dummies = b.dummy_hashes.lock().unwrap().clone();
         assert_eq!(dummies.len(), 1);
         assert_eq!(bcrypt_cost(&dummies[&6]), Some(6));
+    }
+
+    #[test]
+    fn roles_in_files_and_plugin_options() {
+        let hash = "$2b$04$abcdefghijklmnopqrstuuN5Ig3rB1Cq6tHl3d6w1xvS1Zr4mh9oUO";
+        let users = parse_users(
+            &serde_json::json!({"old": {"hash": hash}, "v": {"hash": hash, "role": "viewer"}}),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            users["old"].1,
+            Role::Admin,
+            "no role: admin, as before roles"
+        );
+        assert_eq!(users["v"].1, Role::Viewer);
+        let e = parse_users(
+            &serde_json::json!({"v": {"hash": hash, "role": "root"}}),
+            "users file x",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("users file x") && e.contains("\"root\" is not a role"),
+            "{e}"
+        );
+
+        let mut opts = serde_json::json!({"roles": "{\"ops\": \"operator\", \"admins\": \"admin\"}", "default_role": "viewer", "cn": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let map = RoleMap::take("p", &mut opts).unwrap();
+        assert_eq!(opts.len(), 1, "roles and default_role are taken out");
+        assert_eq!(map.role_of(["nobody"]), Role::Viewer);
+        assert_eq!(map.role_of(["ops", "nobody"]), Role::Operator);
+        assert_eq!(
+            map.role_of(["ops", "admins"]),
+            Role::Admin,
+            "the highest wins"
+        );
+        assert_eq!(RoleMap::default().role_of([]), Role::Admin);
+        let mut bad = serde_json::json!({"roles": {"x": "boss"}})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert!(
+            RoleMap::take("p", &mut bad)
+                .unwrap_err()
+                .contains("roles.x")
+        );
+        assert_eq!(
+            short_name("commissaire.authentication.httpbasicauth"),
+            "httpbasicauth"
+        );
+        assert_eq!(
+            short_name("commissaire_http.authentication.keystonetokenauth"),
+            "keystonetokenauth"
+        );
     }
 
     #[test]

@@ -585,6 +585,19 @@ async fn registration_tokens_register_hosts_and_nothing_else() {
         201,
     );
     assert_eq!(h["address"], "127.0.1.1");
+    // The audit log names the token and the host it registered (never the token's secret).
+    let audit = expect_status(&s.get("/audit?target=host/127.0.1.1").await, 200);
+    let rec = &audit[0];
+    assert_eq!(
+        rec["user"],
+        format!("registration-token/{}", any["id"].as_str().unwrap())
+    );
+    assert_eq!(
+        (rec["route"].as_str(), rec["status"].as_u64()),
+        (Some("/api/v0/host"), Some(201))
+    );
+    assert!(rec["role"].is_null(), "{rec}");
+    assert!(!audit.to_string().contains(&token[20..]));
     // ...and does nothing else.
     for (m, path, body) in [
         (Method::GET, "/hosts", None),

@@ -11,7 +11,7 @@ use domain::hosts;
 use model::{Host, HostCreateRequest, HostCreds, HostStatus, TrustedHostKey};
 
 use super::{body_fields, url_address};
-use crate::auth::Identity;
+use crate::auth::{AuditTarget, Identity};
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -64,11 +64,13 @@ pub async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     who: Option<Extension<Identity>>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Host>)> {
+) -> ApiResult<(StatusCode, Extension<AuditTarget>, Json<Host>)> {
     let req = HostCreateRequest::from_json(&body_fields(&body)?)?;
     let scope = who.and_then(|Extension(w)| w.registration);
     let host = hosts::register(&state.domain, peer.ip(), req, scope).await?;
-    Ok((StatusCode::CREATED, Json(host)))
+    // The path does not name the host: tell the audit log which one registered.
+    let target = AuditTarget(format!("host/{}", host.address));
+    Ok((StatusCode::CREATED, Extension(target), Json(host)))
 }
 
 /// `DELETE /api/v0/host/{address}` — also removes it from its cluster.

@@ -25,7 +25,7 @@ use rand::RngCore;
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 
-use super::{Identity, Outcome, RoleMap, basic_credentials, keyed_digest};
+use super::{Identity, Outcome, RoleMap, Throttle, ThrottleKey, basic_credentials, keyed_digest};
 
 /// How long a Keystone answer is remembered (not renewed by use: Keystone may revoke).
 pub const KEYSTONE_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -175,6 +175,9 @@ impl Keystone {
 pub struct KeystonePasswordAuth {
     ks: Keystone,
     domain: String,
+    /// Failed-login delays per source address and user name, as for `httpbasicauth`: this
+    /// plugin must not become a fast password-guessing proxy in front of Keystone.
+    throttle: Throttle,
 }
 
 impl KeystonePasswordAuth {
@@ -187,10 +190,15 @@ impl KeystonePasswordAuth {
                 .get("domain")
                 .cloned()
                 .unwrap_or_else(|| "Default".into()),
+            throttle: Throttle::default(),
         })
     }
 
-    pub(super) async fn check(&self, headers: &HeaderMap) -> Outcome {
+    pub(super) async fn check(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Outcome {
         let Some((user, password)) = basic_credentials(headers) else {
             return Outcome::NotMine;
         };
@@ -198,6 +206,26 @@ impl KeystonePasswordAuth {
         if let Some(who) = self.ks.cached(&digest) {
             return Outcome::Allowed(who);
         }
+        let mut keys = vec![ThrottleKey::User(keyed_digest(
+            &self.ks.cache_key,
+            &[b"user", user.as_bytes()],
+        ))];
+        keys.extend(peer.map(ThrottleKey::Addr));
+        let delay = self.throttle.begin(&keys);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let outcome = self.ask(&user, &password, digest).await;
+        match &outcome {
+            Outcome::Allowed(_) => self.throttle.finish(&keys, true),
+            Outcome::Rejected => self.throttle.finish(&keys, false),
+            _ => self.throttle.abandon(&keys),
+        }
+        outcome
+    }
+
+    /// The password check itself: one `POST /auth/tokens`.
+    async fn ask(&self, user: &str, password: &str, digest: [u8; 32]) -> Outcome {
         let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"name": self.domain}, "password": password}}}}});
         let resp = match self
@@ -216,7 +244,7 @@ impl KeystonePasswordAuth {
         match status {
             StatusCode::CREATED if has_token => {
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
-                let who = self.ks.identity(&body, &user);
+                let who = self.ks.identity(&body, user);
                 self.ks.remember(digest, &who);
                 Outcome::Allowed(who)
             }
