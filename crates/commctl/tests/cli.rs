@@ -2375,32 +2375,49 @@ fn every_command_line_of_the_original_documentation() {
     }
 
     // The Automatic Registration walkthrough: options, a prompted password, and the output
-    // file as the last argument.
+    // file as the last argument. Its placeholders are replaced like the addresses: USER by a
+    // user of this server (whose credentials create the registration token) and CLUSTER by an
+    // existing cluster.
+    seed_cluster("CLUSTER");
     let file = env.path("CLUSTER.userdata");
+    let pw_line = format!("{PASSWORD}\n");
     let out = run_on_terminal(
         &env,
         &[
             "user-data",
             "--password",
             "--username",
-            "USER",
+            "admin",
             "--cluster",
             "CLUSTER",
             "--endpoint",
             "https://127.0.0.1:8000/",
             file.to_str().unwrap(),
         ],
-        "typed-pw\n",
+        &pw_line,
     );
     assert_eq!(out.code, 0, "{out:#?}");
     let doc = std::fs::read_to_string(&file).unwrap();
     assert!(doc.starts_with("Content-Type: multipart/mixed"), "{doc}");
+    assert!(
+        !doc.contains(PASSWORD),
+        "the password is not in the user-data"
+    );
     let host = host_part(&doc);
     assert_eq!(host["endpoint"], "https://127.0.0.1:8000");
-    assert_eq!(host["username"], "USER");
     assert_eq!(host["cluster"], "CLUSTER");
-    // The user-data reference's example: -p -c CLUSTER -o FILE, the endpoint from commctl's
-    // own configuration.
+    assert!(
+        host["registration_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cmsreg_")),
+        "{host}"
+    );
+    assert!(
+        host.get("password").is_none() && host.get("username").is_none(),
+        "{host}"
+    );
+    // The user-data reference's example: -p -c CLUSTER -o FILE, the endpoint and the user
+    // from commctl's own configuration.
     let file = env.path("cluster.userdata");
     let out = run_on_terminal(
         &env,
@@ -2412,12 +2429,18 @@ fn every_command_line_of_the_original_documentation() {
             "-o",
             file.to_str().unwrap(),
         ],
-        "typed-pw\n",
+        &pw_line,
     );
     assert_eq!(out.code, 0, "{out:#?}");
     let host = host_part(&std::fs::read_to_string(&file).unwrap());
     assert_eq!(host["endpoint"], server.url.as_str());
     assert_eq!(host["cluster"], "my_cluster");
+    assert!(
+        host["registration_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("cmsreg_")),
+        "{host}"
+    );
     // Both spellings of the output file at once is a usage error naming them.
     let out = env.run(&["user-data", "-e", "https://x:1", "-o", "a", "b"]);
     assert_eq!(out.code, 2, "{out:?}");

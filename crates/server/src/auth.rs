@@ -1088,6 +1088,32 @@ pub async fn layer(
     next: Next,
 ) -> Response {
     if auth.is_public(req.uri().path()) {
+        // Open paths answer anyone. A caller who presents valid credentials is still known
+        // there, so a handler can show such callers more (`/api/v0/status` shows the workers'
+        // last jobs and errors only to them); bad credentials are not refused here.
+        if auth.plugins.is_empty() {
+            req.extensions_mut()
+                .insert(Identity::user("anonymous", Role::Admin));
+        } else {
+            let cert = req.extensions().get::<PeerCertificate>().cloned();
+            let presented = cert.is_some()
+                || req
+                    .headers()
+                    .contains_key(axum::http::header::AUTHORIZATION)
+                || req.headers().contains_key("x-auth-token");
+            if presented {
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip());
+                if let Outcome::Allowed(who) =
+                    auth.authenticate(req.headers(), cert.as_ref(), peer).await
+                    && who.registration.is_none()
+                {
+                    req.extensions_mut().insert(who);
+                }
+            }
+        }
         return next.run(req).await;
     }
     let facts = RequestFacts {

@@ -693,4 +693,23 @@ async fn atomic_hosts_flanneld_service_and_the_originals_templates() {
     let inv = &st["workers"]["investigator"];
     assert!(inv["last_job_at"].is_string(), "{st}");
     assert!(addrs.iter().any(|a| inv["last_job"] == a.as_str()), "{st}");
+    assert_eq!(st["details"], true, "{st}");
+    // Without credentials: whether each worker runs and when it last did something, not
+    // what it worked on (host addresses, error texts).
+    let anon = server
+        .client()
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 200);
+    let anon: serde_json::Value = anon.json().await.unwrap();
+    assert_eq!(anon["details"], false, "{anon}");
+    let inv = &anon["workers"]["investigator"];
+    assert_eq!(inv["running"], true, "{anon}");
+    assert!(inv["last_job_at"].is_string(), "{anon}");
+    assert!(inv["last_job"].is_null(), "{anon}");
+    for a in &addrs {
+        assert!(!anon.to_string().contains(a.as_str()), "{a} in {anon}");
+    }
 }

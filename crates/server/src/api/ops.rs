@@ -23,7 +23,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 #[utoipa::path(get, path = "/api/v0/status", tag = "operations",
     responses((status = 200, description = "The store answers: `status` is `ok`, or `degraded` when a worker is stuck (its loop stopped, or no round finished within two round intervals plus 60 s); per worker kind `status` (starting, running, stuck, stopped), `running`, `last_round_at`, `last_job_at`, `last_job`, `last_error` {at, key, message}", body = Object),
         (status = 503, description = "Store unreachable", body = Object)))]
-pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::auth::Identity>>,
+) -> (StatusCode, Json<Value>) {
     let backend = state.store.backend_name();
     let started = Instant::now();
     let store = match tokio::time::timeout(STATUS_TIMEOUT, state.store.revision()).await {
@@ -93,6 +96,26 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             (bus, Value::Object(w))
         }
     };
+    let mut workers = workers;
+    if caller.is_none() {
+        // Unauthenticated callers (load balancers, probes) see whether each worker runs and
+        // when it last made progress, not what it worked on or its error text (host addresses,
+        // failure reasons): those are for signed-in callers.
+        if let Some(w) = workers.as_object_mut() {
+            for entry in w.values_mut() {
+                if let Some(e) = entry.as_object_mut() {
+                    if e.contains_key("last_job") {
+                        e.insert("last_job".into(), Value::Null);
+                    }
+                    if let Some(err) = e.get_mut("last_error")
+                        && let Some(at) = err.get("at").cloned()
+                    {
+                        *err = json!({ "at": at });
+                    }
+                }
+            }
+        }
+    }
     let overall = if !ok {
         "unavailable"
     } else if !stuck_workers.is_empty() {
@@ -107,6 +130,7 @@ pub async fn status(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "bus": bus,
         "jobs": {"pending": state.jobs.pending()},
         "workers": workers,
+        "details": caller.is_some(),
     });
     let code = if ok {
         StatusCode::OK
