@@ -51,7 +51,8 @@ pub async fn append(store: &dyn Store, record: &AuditRecord) -> DomainResult<()>
 
 /// Deletes the oldest records beyond `keep`; answers how many went.
 pub async fn prune(store: &dyn Store, keep: usize) -> DomainResult<usize> {
-    let all = store.list(AUDIT).await?;
+    // Keys only: pruning needs to know which records exist, not what they say.
+    let all = store.list_keys(AUDIT).await?;
     if all.len() <= keep {
         return Ok(0);
     }
@@ -60,10 +61,7 @@ pub async fn prune(store: &dyn Store, keep: usize) -> DomainResult<usize> {
         // Unconditional deletes: a record is never rewritten, and deleting one another server
         // already pruned is harmless.
         store
-            .txn(
-                vec![],
-                chunk.iter().map(|kv| records::delete(&kv.key)).collect(),
-            )
+            .txn(vec![], chunk.iter().map(|k| records::delete(k)).collect())
             .await?;
     }
     Ok(excess.len())
