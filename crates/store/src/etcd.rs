@@ -265,6 +265,20 @@ impl EtcdStore {
         .await
     }
 
+    /// A range request for every key under `prefix`, sorted by key (without the values when
+    /// `keys_only`).
+    fn list_request(&self, prefix: &str, keys_only: bool) -> rpc::RangeRequest {
+        let (key, range_end) = prefix_range(self.full_key(prefix));
+        rpc::RangeRequest {
+            key,
+            range_end,
+            sort_order: rpc::range_request::SortOrder::Ascend as i32,
+            sort_target: rpc::range_request::SortTarget::Key as i32,
+            keys_only,
+            ..Default::default()
+        }
+    }
+
     /// Converts a stored key-value pair; `None` for keys outside the prefix or not UTF-8
     /// (foreign data Commissaire never writes, skipped rather than failing whole lists).
     fn convert_kv(&self, kv: mvccpb::KeyValue) -> Option<KeyValue> {
@@ -304,15 +318,7 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<KeyValue>> {
-        let (key, range_end) = prefix_range(self.full_key(prefix));
-        let req = rpc::RangeRequest {
-            key,
-            range_end,
-            sort_order: rpc::range_request::SortOrder::Ascend as i32,
-            sort_target: rpc::range_request::SortTarget::Key as i32,
-            ..Default::default()
-        };
-        let resp = self.range("list", req).await?;
+        let resp = self.range("list", self.list_request(prefix, false)).await?;
         Ok(resp
             .kvs
             .into_iter()
@@ -321,16 +327,9 @@ impl Store for EtcdStore {
     }
 
     async fn list_keys(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let (key, range_end) = prefix_range(self.full_key(prefix));
-        let req = rpc::RangeRequest {
-            key,
-            range_end,
-            sort_order: rpc::range_request::SortOrder::Ascend as i32,
-            sort_target: rpc::range_request::SortTarget::Key as i32,
-            keys_only: true,
-            ..Default::default()
-        };
-        let resp = self.range("list_keys", req).await?;
+        let resp = self
+            .range("list_keys", self.list_request(prefix, true))
+            .await?;
         Ok(resp
             .kvs
             .into_iter()
