@@ -38,15 +38,14 @@ use axum::body::Body;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use rustls::RootCertStore;
 use rustls::crypto::ring;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::{Map, Value, json};
+
+use crate::pki::{make_ca, make_leaf};
 use tempfile::TempDir;
 
 /// The kubelet version reported by the fake's nodes.
@@ -1502,42 +1501,6 @@ struct Pki {
     ca_der: CertificateDer<'static>,
     server_der: CertificateDer<'static>,
     server_key_der: Vec<u8>,
-}
-
-/// A self-signed CA named `cn`: its certificate (DER and PEM) and an issuer to sign with.
-fn make_ca(cn: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().expect("generate a CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).expect("self-sign the CA");
-    (cert, Issuer::new(params, key))
-}
-
-/// A leaf certificate for `sans` (and CN `cn`) with extended key usage `eku`, signed by `ca`.
-fn make_leaf(
-    ca: &Issuer<'static, KeyPair>,
-    cn: &str,
-    sans: &[&str],
-    eku: ExtendedKeyUsagePurpose,
-) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().expect("generate a key");
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans).expect("certificate parameters");
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![eku];
-    params.use_authority_key_identifier_extension = true;
-    let cert = params.signed_by(&key, ca).expect("sign the certificate");
-    (cert, key)
 }
 
 impl Pki {

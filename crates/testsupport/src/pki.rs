@@ -24,21 +24,9 @@ impl TestPki {
             .prefix("commissaire-pki-")
             .tempdir()
             .expect("create a temporary directory for certificates");
-        let key = KeyPair::generate().expect("generate a CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = params.self_signed(&key).expect("self-sign the CA");
+        let (ca, issuer) = make_ca(name);
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
-        let pki = TestPki {
-            dir,
-            issuer: Issuer::new(params, key),
-        };
+        let pki = TestPki { dir, issuer };
         let (cert, key) = pki.leaf(
             "localhost",
             &["127.0.0.1", "localhost"],
@@ -56,19 +44,7 @@ impl TestPki {
     }
 
     fn leaf(&self, cn: &str, sans: &[&str], eku: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().expect("generate a key");
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(sans).expect("certificate parameters");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![eku];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign the certificate");
+        let (cert, key) = make_leaf(&self.issuer, cn, sans, eku);
         (cert.pem(), key.serialize_pem())
     }
 
@@ -105,4 +81,40 @@ impl TestPki {
     pub fn server_key_path(&self) -> PathBuf {
         self.dir.path().join("server-key.pem")
     }
+}
+
+/// A self-signed CA named `cn`: its certificate (DER and PEM) and an issuer to sign with.
+pub(crate) fn make_ca(cn: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("generate a CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).expect("self-sign the CA");
+    (cert, Issuer::new(params, key))
+}
+
+/// A leaf certificate for `sans` (and CN `cn`) with extended key usage `eku`, signed by `ca`.
+pub(crate) fn make_leaf(
+    ca: &Issuer<'static, KeyPair>,
+    cn: &str,
+    sans: &[&str],
+    eku: ExtendedKeyUsagePurpose,
+) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().expect("generate a key");
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(sans).expect("certificate parameters");
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![eku];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&key, ca).expect("sign the certificate");
+    (cert, key)
 }
