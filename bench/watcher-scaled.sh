@@ -20,7 +20,8 @@
 # Environment: HOSTS (300), INTERVAL (10), WARMUP (2), ROUNDS (5), REGISTER_TIMEOUT (900 s),
 # TESTBED_STATE (/tmp/commissaire-bench-watcher), TESTBED_PREFIX (bw), TESTBED_NET (252),
 # CARGO_TARGET_DIR (/var/tmp/commissaire-bench-target), BIN_DIR (use the binaries there
-# instead of building).
+# instead of building), THREADS (1: the watcher processes' TOKIO_WORKER_THREADS, the same in
+# both phases; empty for the runtime's default, one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -31,6 +32,9 @@ INTERVAL=${INTERVAL:-10}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-5}
 REGISTER_TIMEOUT=${REGISTER_TIMEOUT:-900}
+THREADS=${THREADS-1}
+[[ -z $THREADS || ( $THREADS =~ ^[0-9]+$ && $THREADS -ge 1 ) ]] || { echo "bench/watcher-scaled.sh: THREADS must be empty or a whole number >= 1" >&2; exit 1; }
+if [ -n "$THREADS" ]; then threads_env=("TOKIO_WORKER_THREADS=$THREADS"); else threads_env=(-u TOKIO_WORKER_THREADS); fi
 export TESTBED_STATE=${TESTBED_STATE:-/tmp/commissaire-bench-watcher}
 export TESTBED_PREFIX=${TESTBED_PREFIX:-bw}
 export TESTBED_NET=${TESTBED_NET:-252}
@@ -101,7 +105,7 @@ phase() {  # phase N: run N watcher services, print "checks cpu_seconds"
   local n=$1 ports=() ppids=()
   for i in $(seq 1 "$n"); do
     local port; port=$(free_port)
-    "$bin/commissaire-service" watcher --storage-handler "$store" \
+    env "${threads_env[@]}" "$bin/commissaire-service" watcher --storage-handler "$store" \
       --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i" \
       --watcher-interval "$INTERVAL" --metrics-listen "127.0.0.1:$port" >"$work/w$n-$i.log" 2>&1 &
     ppids+=($!); pids+=($!); ports+=("$port")
