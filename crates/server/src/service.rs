@@ -524,7 +524,7 @@ fn status_router(ctx: Arc<workers::Ctx>, bus: Option<Arc<Bus>>, name: String) ->
                             continue;
                         }
                         let (mut v, stuck) =
-                            crate::api::ops::worker_status(s, now, shutting_down);
+                            crate::api::ops::worker_status(s, now, shutting_down, true);
                         if stuck {
                             stuck_workers.push(kind.as_str());
                         }

@@ -46,7 +46,10 @@ pub async fn status(
             let shutting_down = *state.shutdown.borrow();
             for kind in workers::driver::WorkerKind::ALL {
                 let d = state.drivers.of(kind);
-                let (v, stuck) = worker_status(d, now, shutting_down);
+                // Unauthenticated callers (load balancers, probes) see whether each worker
+                // runs and when it last made progress, not what it worked on or its error text
+                // (host addresses, failure reasons).
+                let (v, stuck) = worker_status(d, now, shutting_down, caller.is_some());
                 if stuck {
                     stuck_workers.push(kind.as_str());
                 }
@@ -96,26 +99,6 @@ pub async fn status(
             (bus, Value::Object(w))
         }
     };
-    let mut workers = workers;
-    if caller.is_none() {
-        // Unauthenticated callers (load balancers, probes) see whether each worker runs and
-        // when it last made progress, not what it worked on or its error text (host addresses,
-        // failure reasons): those are for signed-in callers.
-        if let Some(w) = workers.as_object_mut() {
-            for entry in w.values_mut() {
-                if let Some(e) = entry.as_object_mut() {
-                    if e.contains_key("last_job") {
-                        e.insert("last_job".into(), Value::Null);
-                    }
-                    if let Some(err) = e.get_mut("last_error")
-                        && let Some(at) = err.get("at").cloned()
-                    {
-                        *err = json!({ "at": at });
-                    }
-                }
-            }
-        }
-    }
     let overall = if !ok {
         "unavailable"
     } else if !stuck_workers.is_empty() {
@@ -141,11 +124,13 @@ pub async fn status(
 }
 
 /// One worker kind's entry in a status answer, and whether it is stuck: whether its loop
-/// runs, when its last round and job finished, its last error, its counters.
+/// runs, when its last round and job finished, its last error, its counters. Without
+/// `details`, the last job is `null` and the last error only says when it happened.
 pub fn worker_status(
     d: &workers::driver::DriverStats,
     now: Instant,
     shutting_down: bool,
+    details: bool,
 ) -> (Value, bool) {
     let p = d.progress();
     let stuck = p.stuck(now, shutting_down);
@@ -163,8 +148,12 @@ pub fn worker_status(
            "round_interval_seconds": p.resync.as_secs_f64(),
            "last_round_at": p.last_round.map(|r| r.1),
            "last_job_at": p.last_job.as_ref().map(|j| j.0.clone()),
-           "last_job": p.last_job.map(|j| j.1),
-           "last_error": p.last_error.map(|(at, key, message)| json!({"at": at, "key": key, "message": message})),
+           "last_job": p.last_job.map(|j| j.1).filter(|_| details),
+           "last_error": p.last_error.map(|(at, key, message)| if details {
+               json!({"at": at, "key": key, "message": message})
+           } else {
+               json!({"at": at})
+           }),
            "reconciles_ok": d.ok.load(Ordering::Relaxed),
            "reconcile_errors": d.errors.load(Ordering::Relaxed),
            "reconciles_running": d.running.load(Ordering::Relaxed)});
