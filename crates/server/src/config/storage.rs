@@ -27,46 +27,11 @@ pub const MODELS: &[&str] = &[
     "Network",
 ];
 
-/// An fnmatch pattern (`*`, `?`, `[seq]`, `[!seq]`) as an anchored regular expression.
-fn glob(pattern: &str) -> Result<regex::Regex, String> {
-    let mut re = String::from("^");
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '[' => {
-                let mut class = String::new();
-                let mut closed = false;
-                if chars.peek() == Some(&'!') {
-                    chars.next();
-                    class.push('^');
-                }
-                for c in chars.by_ref() {
-                    if c == ']' && !class.is_empty() && class != "^" {
-                        closed = true;
-                        break;
-                    }
-                    if c == '\\' || c == '[' || c == '&' || c == '~' {
-                        class.push('\\');
-                    }
-                    class.push(c);
-                }
-                if !closed {
-                    // fnmatch treats an unclosed `[` as a literal.
-                    re.push_str(&regex::escape("["));
-                    re.push_str(&regex::escape(class.trim_start_matches('^')));
-                } else {
-                    re.push('[');
-                    re.push_str(&class);
-                    re.push(']');
-                }
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-    }
-    re.push('$');
-    regex::Regex::new(&re).map_err(|e| err(KEY, format!("models pattern {pattern:?}: {e}")))
+/// An fnmatch pattern (`*`, `?`, `[seq]`, `[!seq]`), as the original's `models` lists use.
+fn glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| err(KEY, format!("models pattern {pattern:?}: {e}")))
 }
 
 /// One handler entry after parsing.
