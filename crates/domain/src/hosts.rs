@@ -8,8 +8,8 @@ use model::{
     NodeView, TrustedHostKey, canonical_address, now_timestamp,
 };
 use store::records::{
-    self, cluster_key, get_host_creds, get_json, host_creds_key, host_key, host_key_record_key,
-    list_json, membership_key, node_key, put_host_creds, put_json,
+    self, Versioned, cluster_key, get_host_creds, get_json, host_creds_key, host_key,
+    host_key_record_key, list_json, membership_key, node_key, put_host_creds, put_json,
 };
 use store::{Compare, Store, StoreResult};
 
@@ -21,7 +21,7 @@ use crate::lifecycle::{self, Event, ManagerKind, Outcome};
 use crate::txn::{Plan, pin, transact};
 
 /// Reads a host or answers not found.
-pub async fn load(store: &dyn Store, address: &str) -> DomainResult<records::Versioned<Host>> {
+pub async fn load(store: &dyn Store, address: &str) -> DomainResult<Versioned<Host>> {
     get_json::<Host>(store, &host_key(address))
         .await?
         .ok_or_else(|| DomainError::not_found(format!("host {address} does not exist")))
@@ -396,10 +396,43 @@ pub async fn apply_after_first_contact(
     event: Event,
     first_key: Option<&TrustedHostKey>,
 ) -> DomainResult<Option<Outcome>> {
+    apply_to(store, address, event, first_key, None).await
+}
+
+/// [`apply`] starting from `seen`, the host record as the caller read it a moment ago (the
+/// watcher reads it to decide whether a check is due): the first attempt decides from it
+/// instead of reading it again, and its compare-and-swap on `seen`'s revision guards against a
+/// change in between (then, as for any conflict, the record is read afresh). An attempt from
+/// `seen` that would write nothing is not trusted either: it is decided again from a fresh read.
+pub async fn apply_seen(
+    store: &dyn Store,
+    seen: Versioned<Host>,
+    event: Event,
+) -> DomainResult<Option<Outcome>> {
+    let address = seen.value.address.clone();
+    apply_to(store, &address, event, None, Some(seen)).await
+}
+
+async fn apply_to(
+    store: &dyn Store,
+    address: &str,
+    event: Event,
+    first_key: Option<&TrustedHostKey>,
+    seen: Option<Versioned<Host>>,
+) -> DomainResult<Option<Outcome>> {
     let event = &event;
+    let seen = std::sync::Mutex::new(seen);
+    let seen = &seen;
     let (outcome, key_recorded) = transact(store, &format!("host {address}"), || async move {
-        let Some(current) = get_json::<Host>(store, &host_key(address)).await? else {
-            return Ok(Plan::Done((None, false)));
+        // Taken once: a retry after a conflict always reads.
+        let given = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let from_seen = given.is_some();
+        let current = match given {
+            Some(h) => h,
+            None => match get_json::<Host>(store, &host_key(address)).await? {
+                Some(h) => h,
+                None => return Ok(Plan::Done((None, false))),
+            },
         };
         let outcome = lifecycle::apply(&current.value, event, &now_timestamp())
             .map_err(|e| DomainError::NotReady(e.to_string()))?;
@@ -418,6 +451,19 @@ pub async fn apply_after_first_contact(
             ops.push(put_json(&host_key(address), &outcome.host));
         }
         if ops.is_empty() {
+            if from_seen {
+                // "Nothing to write" holds only if `seen` is still what is stored: a
+                // read-only transaction checks its revision, and when it fails the next
+                // attempt decides from a fresh read.
+                return Ok(Plan::write(
+                    vec![Compare::ModRevision(
+                        host_key(address),
+                        current.mod_revision,
+                    )],
+                    vec![],
+                    (Some(outcome), false),
+                ));
+            }
             return Ok(Plan::Done((Some(outcome), false)));
         }
         // Also when only the key is written: a host deleted meanwhile gets no key record.
@@ -538,6 +584,75 @@ mod tests {
             HostState::Failed
         );
         assert_eq!(trusted(s).await.as_deref(), Some("SHA256:one"));
+    }
+
+    /// A host the watcher checks: bootstrapped and settled.
+    async fn settle(s: &dyn Store) {
+        let mut h = load(s, "10.0.0.1").await.unwrap().value;
+        h.status = HostState::Disassociated;
+        h.bootstrapped = true;
+        s.txn(vec![], vec![put_json(&host_key("10.0.0.1"), &h)])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_check_applied_to_the_record_it_read_writes_once() {
+        let (store, _dir) = store_with_host().await;
+        let s = store.as_ref();
+        settle(s).await;
+        let seen = load(s, "10.0.0.1").await.unwrap();
+        let before = s.revision().await.unwrap();
+        let failed = Event::CheckFailed(FailureKind::Unreachable, "unreachable: timed out".into());
+        let out = apply_seen(s, seen, failed)
+            .await
+            .unwrap()
+            .expect("host exists");
+        assert_eq!(out.host.status, HostState::Failed);
+        assert_eq!(s.revision().await.unwrap(), before + 1, "one write");
+        assert_eq!(load(s, "10.0.0.1").await.unwrap().value, out.host);
+    }
+
+    #[tokio::test]
+    async fn a_check_applied_to_a_stale_record_is_decided_again_from_the_stored_one() {
+        let (store, _dir) = store_with_host().await;
+        let s = store.as_ref();
+        settle(s).await;
+        let seen = load(s, "10.0.0.1").await.unwrap();
+        // Between the read and the write, someone else changes the host.
+        let mut changed = seen.value.clone();
+        changed.os = "rhel".into();
+        s.txn(vec![], vec![put_json(&host_key("10.0.0.1"), &changed)])
+            .await
+            .unwrap();
+        let failed = Event::CheckFailed(FailureKind::Unreachable, "unreachable: timed out".into());
+        let out = apply_seen(s, seen, failed)
+            .await
+            .unwrap()
+            .expect("host exists");
+        let stored = load(s, "10.0.0.1").await.unwrap().value;
+        assert_eq!(stored.os, "rhel", "the other writer's change is kept");
+        assert_eq!(stored.status, HostState::Failed);
+        assert_eq!(stored.status_reason, "unreachable: timed out");
+        assert_eq!(stored, out.host);
+        // Deleted in between: nothing is written back.
+        let seen = load(s, "10.0.0.1").await.unwrap();
+        s.txn(
+            vec![],
+            vec![store::Op::Delete {
+                key: host_key("10.0.0.1"),
+            }],
+        )
+        .await
+        .unwrap();
+        let ev = Event::CheckFailed(FailureKind::Unreachable, "unreachable: timed out".into());
+        assert!(apply_seen(s, seen, ev).await.unwrap().is_none());
+        assert!(
+            get_json::<Host>(s, &host_key("10.0.0.1"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

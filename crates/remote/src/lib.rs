@@ -32,6 +32,10 @@ use russh::client::{self, AuthResult};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Sig};
 use tokio::net::TcpStream;
+
+/// Read buffer of an SSH connection. Small, since sessions stay open between checks (the
+/// buffer is per session); a read larger than it, such as a big data packet, bypasses it.
+const READ_BUFFER: usize = 8 * 1024;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -732,6 +736,10 @@ async fn connect_and_authenticate(
         )));
     };
     let _ = stream.set_nodelay(true);
+    // russh reads each packet with two exact reads (its length, then the rest); through a
+    // read buffer one `recv` brings in whatever the host has sent, often several packets.
+    // Writes pass straight through.
+    let stream = tokio::io::BufReader::with_capacity(READ_BUFFER, stream);
 
     set_phase(phase, "exchanging keys");
     let handler = Client {

@@ -263,18 +263,12 @@ pub async fn run<R: Reconciler>(
                         shared.stats.with_progress(|p| {
                             p.last_round = Some((std::time::Instant::now(), model::now_timestamp()));
                         });
-                        let spread = if opts.spread { opts.resync / 2 } else { Duration::ZERO };
-                        for key in keys {
-                            let delay = if spread.is_zero() {
-                                Duration::ZERO
-                            } else {
-                                rand::rng().random_range(Duration::ZERO..=spread)
-                            };
-                            let shared = shared.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(delay).await;
+                        if opts.spread {
+                            spread_round(&shared, keys, opts.resync / 2);
+                        } else {
+                            for key in keys {
                                 submit(&shared, key, None).await;
-                            });
+                            }
                         }
                     }
                     Err(e) => {
@@ -296,6 +290,32 @@ pub async fn run<R: Reconciler>(
                 None => source = Box::new(NoJobs),
             },
         }
+    }
+}
+
+/// Keys started together by a spread round.
+///
+/// A group's reconciles wait on the network at the same moments, so one wake-up of the process
+/// serves several of them. With a fixed group size that saving does not depend on how many
+/// keys this process has, so a fleet split over several processes costs no more per key than
+/// one process doing it all, and a group of this size is no burst for hosts or the store.
+pub const SPREAD_GROUP: usize = 8;
+
+/// Starts `keys` in random groups of [`SPREAD_GROUP`], each group at a random moment within
+/// `spread`.
+fn spread_round<R: Reconciler>(shared: &Arc<Shared<R>>, mut keys: Vec<String>, spread: Duration) {
+    use rand::seq::SliceRandom;
+    keys.shuffle(&mut rand::rng());
+    while !keys.is_empty() {
+        let group: Vec<String> = keys.drain(..SPREAD_GROUP.min(keys.len())).collect();
+        let delay = rand::rng().random_range(Duration::ZERO..=spread);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for key in group {
+                submit(&shared, key, None).await;
+            }
+        });
     }
 }
 
@@ -521,6 +541,51 @@ mod tests {
         assert_eq!(p.stuck(now, false).as_deref(), Some("its loop has stopped"));
         // A driver never started is not reported stuck (this process does not run it).
         assert_eq!(Progress::default().stuck(now, false), None);
+    }
+
+    struct Many(Counting, usize);
+
+    #[async_trait]
+    impl Reconciler for Many {
+        fn kind(&self) -> WorkerKind {
+            WorkerKind::Watcher
+        }
+        async fn scan(&self) -> Result<Vec<String>, DomainError> {
+            Ok((0..self.1).map(|i| format!("k{i}")).collect())
+        }
+        async fn reconcile(&self, key: &str) -> Result<(), DomainError> {
+            self.0.reconcile(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spread_round_starts_every_key_once_within_half_the_interval() {
+        // 21 keys: two whole groups and a partial one.
+        let n = SPREAD_GROUP * 2 + 5;
+        let r = Arc::new(Many(Arc::into_inner(counting(false)).unwrap(), n));
+        let (tx, rx) = watch::channel(false);
+        let opts = DriverOptions {
+            resync: Duration::from_secs(4),
+            spread: true,
+            concurrency: 64,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let h = tokio::spawn(run(r.clone(), Box::new(NoJobs), opts, Arc::default(), rx));
+        for i in 0..n {
+            wait_for(&r.0, &format!("k{i}"), 1).await;
+        }
+        // Every start falls within the first 2 s; each reconcile takes 20 ms.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let calls = r.0.calls.lock().await.clone();
+        assert_eq!(calls.len(), n);
+        assert!(calls.values().all(|&c| c == 1), "{calls:?}");
+        tx.send(true).unwrap();
+        h.await.unwrap();
     }
 
     #[test]

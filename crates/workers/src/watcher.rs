@@ -19,10 +19,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use domain::DomainResult;
 
-use domain::hosts::apply;
+use domain::hosts::apply_seen;
 use domain::lifecycle::{Event, NodeObservation};
 use model::{ContainerManagerType, FailureKind, Host, HostState};
-use store::records::{self, container_manager_key, get_json, list_json};
+use store::records::{self, Versioned, container_manager_key, get_json, list_json};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::Ctx;
@@ -127,14 +127,13 @@ impl Reconciler for Watcher {
     }
 
     async fn reconcile(&self, address: &str) -> DomainResult<()> {
-        let host = get_json::<Host>(self.ctx.store.as_ref(), &records::host_key(address))
-            .await?
-            .map(|h| h.value);
+        // The record read here is also what the check's write starts from (one read per check).
+        let host = get_json::<Host>(self.ctx.store.as_ref(), &records::host_key(address)).await?;
         let due = host.filter(|h| {
             matches!(
-                h.status,
+                h.value.status,
                 HostState::Active | HostState::Disassociated | HostState::Failed
-            ) && !checked_recently(&h.last_check, self.ctx.cfg.watcher_interval)
+            ) && !checked_recently(&h.value.last_check, self.ctx.cfg.watcher_interval)
         });
         let checked = due.is_some();
         if let Some(host) = due {
@@ -239,8 +238,9 @@ async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
     }
 }
 
-async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, host: Host) {
+async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, seen: Versioned<Host>) {
     let store = ctx.store.as_ref();
+    let host = seen.value.clone();
     let address = host.address.clone();
     let event = match contact(ctx, pool, &host).await {
         Contact::Up { boot_id } => {
@@ -254,7 +254,7 @@ async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, host: Host) {
         }
         Contact::Down(kind, reason) => Event::CheckFailed(kind, reason),
     };
-    match apply(store, &address, event).await {
+    match apply_seen(store, seen, event).await {
         Ok(Some(o)) => {
             let now = o.host.status;
             if now != host.status {
