@@ -6,18 +6,21 @@
 # Starts a real etcd and a testbed of HOSTS (300) sshd hosts, registers them through a
 # commissaire-server on that etcd (in-process workers, until every host is `disassociated`),
 # stops the server, then runs:
-#   1. one watcher service for WARMUP (2) + ROUNDS (5) rounds of INTERVAL (10) s;
-#   2. two watcher services at once, the same way.
+# PAIRS (2) pairs of phases, in the order 1 2, 2 1, 1 2, ...: a phase runs one watcher service,
+# or two at once, for WARMUP (2) + ROUNDS (5) rounds of INTERVAL (10) s.
 # For each phase it reads every process's CPU time (/proc/PID/stat) and its
 # commissaire_watcher_checks_total (/metrics) after the warm-up rounds (first contact opens the
-# SSH sessions) and at the end, and prints checks, CPU seconds, CPU per check, and the ratio
-# two/one.  No Redis is needed: the watcher is driven by its rounds, not by jobs.
+# SSH sessions) and at the end, and with `perf` (PERF=1 when it is installed) counts their
+# context switches and system calls in between.  It prints each phase's checks, CPU seconds, CPU
+# per check, system calls and context switches per check, and the ratio two/one per pair and
+# over all phases.  No Redis is needed: the watcher is driven by its rounds, not by jobs.
 #
 # Needs root (network namespaces).  Network: loopback and the testbed's own addresses only.
 # Every wait is bounded; the trap stops every process it started (by PID) and removes the
 # testbed.
 #
-# Environment: HOSTS (300), INTERVAL (10), WARMUP (2), ROUNDS (5), REGISTER_TIMEOUT (900 s),
+# Environment: HOSTS (300), INTERVAL (10), WARMUP (2), ROUNDS (5), PAIRS (2), PERF (1 when
+# `perf` is installed, else 0), REGISTER_TIMEOUT (900 s),
 # TESTBED_STATE (/tmp/commissaire-bench-watcher), TESTBED_PREFIX (bw), TESTBED_NET (252),
 # CARGO_TARGET_DIR (/var/tmp/commissaire-bench-target), BIN_DIR (use the binaries there
 # instead of building), THREADS (1: the watcher processes' TOKIO_WORKER_THREADS, the same in
@@ -40,7 +43,10 @@ export TESTBED_PREFIX=${TESTBED_PREFIX:-bw}
 export TESTBED_NET=${TESTBED_NET:-252}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/commissaire-bench-target}
 testbed=$repo/testbed/testbed.sh
-for v in HOSTS INTERVAL WARMUP ROUNDS REGISTER_TIMEOUT; do
+PAIRS=${PAIRS:-2}
+if command -v perf >/dev/null; then PERF=${PERF:-1}; else PERF=0; fi
+[[ $PERF == 0 || $PERF == 1 ]] || { echo "bench/watcher-scaled.sh: PERF must be 0 or 1" >&2; exit 1; }
+for v in HOSTS INTERVAL WARMUP ROUNDS PAIRS REGISTER_TIMEOUT; do
   [[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} >= 1)) || { echo "bench/watcher-scaled.sh: $v must be a whole number >= 1" >&2; exit 1; }
 done
 for t in etcd curl python3; do
@@ -60,6 +66,8 @@ work=$(mktemp -d /tmp/commissaire-bench-watcher.XXXXXX)
 pids=()
 cleanup() {
   set +e
+  # Phases run in subshells: their processes are listed in a file, not in `pids`.
+  [ -f "$work/phase-pids" ] && pids+=($(cat "$work/phase-pids"))
   for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   "$testbed" down --purge >/dev/null 2>&1
   rm -rf "$work"
@@ -101,28 +109,47 @@ kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 # The server's lease (and its watcher registration) must be gone before the phases start.
 sleep 12
 
-phase() {  # phase N: run N watcher services, print "checks cpu_seconds"
+phase() {  # phase N: run N watcher services; prints "checks cpu_seconds shares ctxsw syscalls"
   local n=$1 ports=() ppids=()
   for i in $(seq 1 "$n"); do
     local port; port=$(free_port)
     env "${threads_env[@]}" "$bin/commissaire-service" watcher --storage-handler "$store" \
-      --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i" \
-      --watcher-interval "$INTERVAL" --metrics-listen "127.0.0.1:$port" >"$work/w$n-$i.log" 2>&1 &
-    ppids+=($!); pids+=($!); ports+=("$port")
+      --secrets-key-file "$work/server/secrets.key" --worker-id "w$n-$i-$RANDOM" \
+      --watcher-interval "$INTERVAL" --metrics-listen "127.0.0.1:$port" >>"$work/w$n-$i.log" 2>&1 &
+    ppids+=($!); echo $! >>"$work/phase-pids"; ports+=("$port")
   done
   sleep $((INTERVAL * WARMUP))
-  local before after
+  local before after perf_pid="" counts="- -"
   before=$(python3 "$work/sample.py" "${ppids[*]}" "${ports[*]}")
+  if [ "$PERF" = 1 ]; then
+    # Context switches and system calls of every thread of the processes, over the window.
+    timeout -s INT $((INTERVAL * ROUNDS)) perf stat -x, -e context-switches,raw_syscalls:sys_enter \
+      -p "$(IFS=,; echo "${ppids[*]}")" -o "$work/perf.csv" >/dev/null 2>&1 &
+    perf_pid=$!; echo $! >>"$work/phase-pids"
+  fi
   sleep $((INTERVAL * ROUNDS))
   after=$(python3 "$work/sample.py" "${ppids[*]}" "${ports[*]}")
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid" 2>/dev/null || true
+    counts=$(python3 - "$work/perf.csv" <<'PY'
+import sys
+v = {}
+for line in open(sys.argv[1]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        v[f[2]] = f[0]
+print(v.get("context-switches", "-"), v.get("raw_syscalls:sys_enter", "-"))
+PY
+)
+  fi
   for p in "${ppids[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
   sleep 5  # leases revoked on a clean stop; let the registrations vanish
-  python3 - "$before" "$after" <<'PY'
+  python3 - "$before" "$after" "$counts" <<'PY'
 import sys
 b = sys.argv[1].split()
 a = sys.argv[2].split()
 shares = "/".join(str(int(x) - int(y)) for x, y in zip(a[2].split("/"), b[2].split("/")))
-print(f"{float(a[0]) - float(b[0]):.0f} {float(a[1]) - float(b[1]):.3f} {shares}")
+print(f"{float(a[0]) - float(b[0]):.0f} {float(a[1]) - float(b[1]):.3f} {shares} {sys.argv[3]}")
 PY
 }
 cat >"$work/sample.py" <<'PY'
@@ -142,18 +169,38 @@ for pid, port in zip(pids, ports):
 print(checks, cpu, "/".join(shares))
 PY
 
-log "phase 1: one watcher, $ROUNDS rounds of $INTERVAL s after $WARMUP warm-up rounds"
-read -r c1 cpu1 _ < <(phase 1)
-log "phase 2: two watchers"
-read -r c2 cpu2 shares2 < <(phase 2)
-python3 - "$c1" "$cpu1" "$c2" "$cpu2" "$HOSTS" "$ROUNDS" "$shares2" <<'PY'
-import sys
-c1, cpu1, c2, cpu2, hosts, rounds = (float(x) for x in sys.argv[1:7])
-per1 = cpu1 / c1 * 1000 if c1 else float("nan")
-per2 = cpu2 / c2 * 1000 if c2 else float("nan")
-print(f"hosts {hosts:.0f}, {rounds:.0f} rounds measured")
-print(f"one watcher : {c1:.0f} checks, {cpu1:.2f} s CPU, {per1:.3f} ms CPU per check")
-print(f"two watchers: {c2:.0f} checks, {cpu2:.2f} s CPU, {per2:.3f} ms CPU per check")
-print(f"split between the two (checks): {sys.argv[7]}")
-print(f"ratio two/one: {per2/per1:.2f} (target <= 1.00 within noise)")
+# Phases alternate 1 2 2 1 1 2 ...: a drift of the machine over the run (other load, the
+# store growing) then weighs on both shapes alike instead of on whichever runs last.
+: >"$work/results"
+for p in $(seq 1 "$PAIRS"); do
+  if ((p % 2)); then order="1 2"; else order="2 1"; fi
+  for n in $order; do
+    log "pair $p: $n watcher(s), $ROUNDS rounds of $INTERVAL s after $WARMUP warm-up rounds"
+    echo "$p $n $(phase "$n")" >>"$work/results"
+  done
+done
+python3 - "$work/results" "$HOSTS" "$ROUNDS" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+hosts, rounds = sys.argv[2], sys.argv[3]
+print(f"hosts {hosts}, {rounds} rounds measured per phase, {len(rows) // 2} pairs")
+print("pair  watchers  checks (split)        CPU s   ms CPU/check  syscalls/check  ctx switches/check")
+per = {}
+tot = {"1": [0.0, 0.0], "2": [0.0, 0.0]}
+for pair, n, checks, cpu, split, ctx, sysc in rows:
+    c, u = float(checks), float(cpu)
+    ms = u / c * 1000 if c else float("nan")
+    sc = f"{float(sysc) / c:.1f}" if sysc != "-" and c else "-"
+    cs = f"{float(ctx) / c:.1f}" if ctx != "-" and c else "-"
+    print(f"{pair:>4}  {n:>8}  {checks:>6} ({split:<11})  {u:6.2f}  {ms:11.3f}  {sc:>14}  {cs:>18}")
+    per.setdefault(pair, {})[n] = ms
+    tot[n][0] += c
+    tot[n][1] += u
+ratios = [v["2"] / v["1"] for v in per.values() if "1" in v and "2" in v]
+one = tot["1"][1] / tot["1"][0] * 1000
+two = tot["2"][1] / tot["2"][0] * 1000
+print(f"all phases: one watcher {one:.3f} ms CPU per check, two watchers {two:.3f} ms")
+print("ratio two/one per pair: " + ", ".join(f"{r:.2f}" for r in ratios))
+spread = f" (standard deviation {statistics.stdev(ratios):.2f})" if len(ratios) > 1 else ""
+print(f"ratio two/one, all phases: {two / one:.2f}; mean of the pairs {statistics.mean(ratios):.2f}{spread} (target <= 1.00 within noise)")
 PY
