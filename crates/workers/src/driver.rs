@@ -110,8 +110,9 @@ pub struct DriverOptions {
     pub resync: Duration,
     /// Reconciles running at once.
     pub concurrency: usize,
-    /// Spread the keys of each resync over the first half of the interval (checks that would
-    /// otherwise all start at once), instead of starting them at once.
+    /// Spread the keys of each resync over the first half of the interval, in random groups
+    /// of [`SPREAD_GROUP`] (checks that would otherwise all start at once), instead of
+    /// starting them at once.
     pub spread: bool,
     /// Longest wait before retrying a key whose reconcile failed.
     pub max_backoff: Duration,
@@ -299,7 +300,7 @@ pub async fn run<R: Reconciler>(
 /// serves several of them. With a fixed group size that saving does not depend on how many
 /// keys this process has, so a fleet split over several processes costs no more per key than
 /// one process doing it all, and a group of this size is no burst for hosts or the store.
-pub const SPREAD_GROUP: usize = 8;
+pub const SPREAD_GROUP: usize = 32;
 
 /// Starts `keys` in random groups of [`SPREAD_GROUP`], each group at a random moment within
 /// `spread`.

@@ -2,9 +2,11 @@
 //!
 //! Each round lists the host keys and takes this process's share (all of them alone, its
 //! rendezvous share among several watcher processes), then checks the settled ones (`active`,
-//! `disassociated`, `failed`; read one by one) with bounded concurrency, each at a random offset within the first half of the
-//! interval so checks do not arrive in bursts. A check reuses the host's open SSH session when
-//! it still works (a check is then one exec), reads the boot id, and updates `last_check`.
+//! `disassociated`, `failed`; read one by one) with bounded concurrency, in small random groups
+//! each started at a random moment within the first half of the interval, so checks do not
+//! arrive in bursts (see `driver::SPREAD_GROUP`). A check reuses the host's open SSH session
+//! when it still works (a check is then one exec), reads the boot id, and updates `last_check`
+//! from the record it read at its start (one read and one write per check).
 //! An unreachable host becomes `failed` (failure kind `unreachable`); when it answers again it
 //! recovers (a bootstrapped host to its settled state, an unfinished one back to the
 //! investigator). What each observation does to a host is decided by the lifecycle state
@@ -83,8 +85,14 @@ impl Reconciler for Watcher {
         // Keys only: every watcher process lists the whole fleet each round, so what it costs
         // is paid once per process. The records themselves are read one by one in `reconcile`,
         // only for this process's share (which also makes the state a check starts from fresh).
-        let addresses = records::list_names(ctx.store.as_ref(), records::HOSTS).await?;
-        let members = ctx.coord.members(WorkerKind::Watcher).await?;
+        // The round's reads are independent: asked at once, their answers share wake-ups.
+        let (addresses, members, busy, managers) = tokio::join!(
+            records::list_names(ctx.store.as_ref(), records::HOSTS),
+            ctx.coord.members(WorkerKind::Watcher),
+            crate::clusterexec::hosts_in_flight(ctx),
+            managers_by_host(ctx),
+        );
+        let (addresses, members) = (addresses?, members?);
         let me = ctx.coord.id();
         let owned: HashSet<String> = addresses
             .into_iter()
@@ -97,10 +105,8 @@ impl Reconciler for Watcher {
             p.retain(|a, _| owned.contains(a));
         }
         // Hosts in flight in a rolling operation are expected to go away (reboots): not checked.
-        let busy = crate::clusterexec::hosts_in_flight(ctx)
-            .await
-            .unwrap_or_default();
-        *self.managers.write().await = managers_by_host(ctx).await;
+        let busy = busy.unwrap_or_default();
+        *self.managers.write().await = managers;
         let mut mine: Vec<String> = owned.into_iter().filter(|a| !busy.contains(a)).collect();
         mine.sort_unstable();
         ctx.status.watcher_rounds.fetch_add(1, Ordering::Relaxed);
