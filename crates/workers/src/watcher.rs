@@ -246,12 +246,12 @@ async fn contact(ctx: &Ctx, pool: &Pool, host: &Host) -> Contact {
 
 async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, seen: Versioned<Host>) {
     let store = ctx.store.as_ref();
-    let host = seen.value.clone();
-    let address = host.address.clone();
-    let event = match contact(ctx, pool, &host).await {
+    let address = seen.value.address.clone();
+    let was = seen.value.status;
+    let event = match contact(ctx, pool, &seen.value).await {
         Contact::Up { boot_id } => {
             // The container manager's view decides between `active` and `disassociated`.
-            let node = if host.bootstrapped {
+            let node = if seen.value.bootstrapped {
                 observe(ctx, managers, &address).await
             } else {
                 NodeObservation::Unknown
@@ -263,11 +263,11 @@ async fn check(ctx: &Ctx, pool: &Pool, managers: &Managers, seen: Versioned<Host
     match apply_seen(store, seen, event).await {
         Ok(Some(o)) => {
             let now = o.host.status;
-            if now != host.status {
+            if now != was {
                 if now == HostState::Failed {
                     tracing::warn!(address = %address, reason = %o.host.status_reason, "host failed its check");
                 } else {
-                    tracing::info!(address = %address, from = %host.status, to = %now, "host state changed by its check");
+                    tracing::info!(address = %address, from = %was, to = %now, "host state changed by its check");
                 }
             }
             if o.investigate {
