@@ -14,9 +14,9 @@
 # nanoseconds on cgroup v1, microseconds on v2, every thread included, even those that have
 # exited); where no control group can be made, from /proc/PID/stat, which counts in clock ticks
 # (10 ms: ~3 % of what one process spends in a window of 5 rounds).  With `perf` (PERF=1 when
-# it is installed) it also counts their context switches and system calls in between.  It prints each phase's checks, CPU seconds, CPU
-# per check, system calls and context switches per check, and the ratio two/one per pair and
-# over all phases.  No Redis is needed: the watcher is driven by its rounds, not by jobs.
+# it is installed) it also counts their context switches and system calls in between.  It
+# prints each phase's checks, CPU seconds, CPU per check, system calls and context switches per
+# check, and the ratio two/one per pair and over all phases.  No Redis is needed: the watcher is driven by its rounds, not by jobs.
 #
 # Needs root (network namespaces).  Network: loopback and the testbed's own addresses only.
 # Every wait is bounded; the trap stops every process it started (by PID) and removes the
