@@ -844,23 +844,8 @@ mod tests {
     /// Runs the bootstrap script of `plan` locally through the same loader as over SSH, with
     /// the marker at `marker`, and reads its answer.
     fn run_locally(plan: &Plan, marker: &Path) -> Result<Applied, RunError> {
-        use std::io::Write;
         let (text, steps, _) = script(plan, marker.to_str().unwrap(), Duration::from_secs(60))?;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(remote::script::loader(text.len()))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = start_locally(&text).wait_with_output().unwrap();
         outcome(
             &remote::Output {
                 status: out.status.code().map_or(255, |c| c as u32),
@@ -967,9 +952,14 @@ mod tests {
 
     /// Starts the bootstrap script of `plan` locally like [`run_locally`], without waiting.
     fn spawn_locally(plan: &Plan, marker: &Path) -> (std::process::Child, Vec<Step>) {
-        use std::io::Write;
         let (text, steps, _) =
             script(plan, marker.to_str().unwrap(), Duration::from_secs(60)).unwrap();
+        (start_locally(&text), steps)
+    }
+
+    /// Runs `sh` with the loader a host runs, and feeds it the script `text` as SSH would.
+    fn start_locally(text: &str) -> std::process::Child {
+        use std::io::Write;
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(remote::script::loader(text.len()))
@@ -984,7 +974,7 @@ mod tests {
             .unwrap()
             .write_all(text.as_bytes())
             .unwrap();
-        (child, steps)
+        child
     }
 
     /// A plan whose first command waits until the test opens `dir/gate` for writing: the test
