@@ -1050,7 +1050,9 @@ impl Authenticator {
             outcome: outcome.into(),
             request_id: req.request_id.clone(),
         };
-        let store_it = who.is_some() || self.anonymous_budget();
+        // Changes made without credentials (through an open path) are kept like everyone's;
+        // refusals of unknown callers only within a budget, so a flood cannot fill the store.
+        let store_it = who.is_some() || outcome == "allowed" || self.anonymous_budget();
         let line = serde_json::to_string(&record).unwrap_or_default();
         tracing::info!(target: "commissaire::audit", audit = %line, stored = store_it, "audit");
         if let Some(store) = self.store.as_ref().filter(|_| store_it)
@@ -1067,6 +1069,29 @@ struct RequestFacts {
     path: String,
     peer: Option<std::net::IpAddr>,
     request_id: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(req: &Request) -> Self {
+        RequestFacts {
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            peer: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+            request_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+
+    /// Reads change nothing: they are not recorded when allowed.
+    fn is_read(&self) -> bool {
+        self.method == Method::GET || self.method == Method::HEAD
+    }
 }
 
 fn refusal(status: StatusCode, msg: String, basic: bool) -> Response {
@@ -1114,22 +1139,21 @@ pub async fn layer(
                 }
             }
         }
-        return next.run(req).await;
+        let facts = RequestFacts::of(&req);
+        let who = req.extensions().get::<Identity>().cloned();
+        let resp = next.run(req).await;
+        if !facts.is_read() {
+            // A change through an open path (e.g. hosts registering themselves through a
+            // self-auth `/api/v0/host`) is recorded like any other; by nobody when no
+            // credentials came with it.
+            let status = resp.status();
+            let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+            auth.audit(who.as_ref(), &facts, status, target).await;
+        }
+        return resp;
     }
-    let facts = RequestFacts {
-        method: req.method().clone(),
-        path: req.uri().path().to_string(),
-        peer: req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip()),
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    };
-    let read = facts.method == Method::GET || facts.method == Method::HEAD;
+    let facts = RequestFacts::of(&req);
+    let read = facts.is_read();
     let basic = auth.plugins.iter().any(Plugin::uses_basic);
     let who = if auth.plugins.is_empty() {
         // insecure-no-auth: everyone is an anonymous admin (and still audited).

@@ -673,6 +673,27 @@ async fn self_auth_paths_skip_authentication_and_nothing_else_does() {
         let r = s.send(anon(path)).await;
         expect_error(&r, 401, "authentication required");
     }
+    // A change through an open path is still a change: the audit log records it, by nobody.
+    let r = s
+        .send(
+            s.client()
+                .put(s.url("/network/default"))
+                .json(&json!({"type": "flannel_etcd"}))
+                .timeout(common::REQUEST_TIMEOUT),
+        )
+        .await;
+    let status = r.status;
+    assert_eq!(status, 201, "{}", r.text);
+    let all = expect_status(&s.get("/audit").await, 200);
+    let rec = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["method"] == "PUT" && a["route"] == "/api/v0/network/default")
+        .unwrap_or_else(|| panic!("the anonymous PUT is not in the audit log: {all:#}"));
+    assert!(rec["user"].is_null(), "{rec}");
+    assert_eq!(rec["status"], status, "{rec}");
+    assert_eq!(rec["target"], "network/default", "{rec}");
 
     // A self-auth that is not a path stops the start with a clear message.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commissaire-server"))
