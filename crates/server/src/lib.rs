@@ -373,7 +373,7 @@ pub(crate) async fn shutdown_signal() {
 /// Sets hyper's bound on receiving request headers. On HTTP/1 it also bounds the wait for the
 /// next request of a keep-alive connection (that wait is a header read), so idle keep-alive
 /// and slowloris clients are both dropped after it.
-fn bound_headers<A: axum_server::Address, Acc>(
+pub(crate) fn bound_headers<A: axum_server::Address, Acc>(
     server: &mut axum_server::Server<A, Acc>,
     timeout: Duration,
 ) {

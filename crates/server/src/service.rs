@@ -474,17 +474,37 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
         }
     }
     if let Some(addr) = cfg.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener =
+            std::net::TcpListener::bind(addr).with_context(|| format!("metrics_listen {addr}"))?;
+        listener
+            .set_nonblocking(true)
             .with_context(|| format!("metrics_listen {addr}"))?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(address = %addr, "metrics_listen is not a loopback address: its /metrics and /status answer without credentials (/status names the hosts and clusters of the last jobs and errors); keep it on a management network");
+        }
         let app = status_router(ctx.clone(), bus.clone(), cfg.name.clone());
+        // The same bounds as the API's listener, fixed: a scraper needs a few connections,
+        // and nobody may hold one open without sending a request.
+        let limits = crate::limits::LimitAcceptor::new(
+            METRICS_MAX_CONNECTIONS,
+            METRICS_IDLE_TIMEOUT,
+            METRICS_HEADER_READ_TIMEOUT,
+        );
+        let handle = axum_server::Handle::new();
+        let mut server = axum_server::from_tcp(listener)
+            .with_context(|| format!("metrics_listen {addr}"))?
+            .acceptor(limits)
+            .handle(handle.clone());
+        crate::bound_headers(&mut server, METRICS_HEADER_READ_TIMEOUT);
         let mut rx = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let _ = rx.changed().await;
+            handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        });
         handles.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
         }));
     }
     tracing::info!(service = %cfg.name, worker_id = %cfg.worker_id, "service running");
@@ -494,6 +514,13 @@ pub async fn run(cfg: ServiceConfig) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(handles)).await;
     Ok(())
 }
+
+/// Connections the metrics listener serves at once; more are closed at once.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+/// A metrics connection that moves no byte for this long is closed.
+const METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client has this long to send its request's headers (and its first byte).
+const METRICS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn status_router(ctx: Arc<workers::Ctx>, bus: Option<Arc<Bus>>, name: String) -> axum::Router {
     use axum::routing::get;

@@ -10,6 +10,7 @@
 //!   take over a killed watcher's share;
 //! * Redis down while hosts are added: every PUT answers 201 and every host is investigated;
 //! * a service reads its configuration from etcd when `ETCD_MACHINES` is set;
+//! * its metrics listener closes connections that send nothing or never finish their headers;
 //! * the `storage` service publishes every store change to a stream, in order, once, also
 //!   across a `kill -9` of the publisher.
 
@@ -533,6 +534,66 @@ async fn a_service_reads_its_configuration_from_etcd() {
     assert_eq!(st["worker_id"], "configured-in-etcd", "{st}");
     assert_eq!(st["service"], "containermgr", "{st}");
     svc.kill();
+}
+
+/// Reads until the server closes `conn` (or fails it); `false` if it is still open at
+/// `deadline`.
+async fn closed_by_server(mut conn: tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408 or other answer may come first; the close follows.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_closes_idle_and_half_sent_connections() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use tokio::io::AsyncWriteExt;
+    let env = Env::new(Backend::Etcd);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(secrets_key(&env))
+        .unwrap()
+        .write_all("07".repeat(32).as_bytes())
+        .unwrap();
+    let svc = Service::start(&env, "containermgr", "bounded", None, &[]);
+    svc.status().await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], svc.metrics));
+    let mut conns = Vec::new();
+    for i in 0..30 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 1 {
+            // Headers started, never finished.
+            c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        conns.push(c);
+    }
+    // Both kinds are closed by the listener's 10 s bound on the first byte and the headers;
+    // generous deadline for a busy machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let closed =
+        futures::future::join_all(conns.into_iter().map(|c| closed_by_server(c, deadline))).await;
+    let n = closed.iter().filter(|c| **c).count();
+    assert_eq!(
+        n,
+        30,
+        "only {n} of 30 silent connections were closed\n{}",
+        svc.log_tail()
+    );
+    // And the listener still serves.
+    let st = svc.status().await;
+    assert_eq!(st["service"], "containermgr", "{st}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
