@@ -25,7 +25,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testsupport::fakekube::{FakeKube, FakeKubeOptions};
 use testsupport::testbed::{Testbed, TestbedOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The server's resident set size in bytes, from `/proc/<pid>/status` (its own measurement).
@@ -372,19 +372,6 @@ async fn random_methods_do_not_grow_metrics_or_memory() {
     // Stated bound: 20,000 requests may grow the server by at most 32 MiB (the finding was
     // 67 MB and growing with every new method name).
     assert!(grown < 32 * MIB, "RSS grew by {grown} bytes");
-}
-
-/// Waits until the server closes `conn` (EOF or error), up to `deadline`.
-async fn closed_by_server(mut conn: TcpStream, deadline: tokio::time::Instant) -> bool {
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            // A 408 or other answer may come first; the close follows.
-            Ok(Ok(_)) => continue,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,21 +536,6 @@ async fn a_service_reads_its_configuration_from_etcd() {
     svc.kill();
 }
 
-/// Reads until the server closes `conn` (or fails it); `false` if it is still open at
-/// `deadline`.
-async fn closed_by_server(mut conn: tokio::net::TcpStream, deadline: tokio::time::Instant) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            // A 408 or other answer may come first; the close follows.
-            Ok(Ok(_)) => continue,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_listener_closes_idle_and_half_sent_connections() {
     use std::io::Write;

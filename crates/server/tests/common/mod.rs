@@ -715,6 +715,23 @@ impl std::fmt::Debug for Resp {
     }
 }
 
+/// Reads from `conn` until the server closes it (EOF or error): `false` if it is still open
+/// at `deadline`. An answer (a 408, say) may come before the close.
+pub async fn closed_by_server(
+    mut conn: tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
 /// Asserts the status and returns the JSON body.
 #[track_caller]
 pub fn expect_status(r: &Resp, status: u16) -> Value {
