@@ -32,12 +32,12 @@ use russh::client::{self, AuthResult};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Sig};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 /// Read buffer of an SSH connection. Small, since sessions stay open between checks (the
 /// buffer is per session); a read larger than it, such as a big data packet, bypasses it.
 const READ_BUFFER: usize = 8 * 1024;
-use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 pub use facts::{FACTS_SCRIPT, Facts, facts_command};
 pub use shell::{quote as shell_quote, sh_c};

@@ -1087,11 +1087,18 @@ impl RequestFacts {
                 .map(str::to_string),
         }
     }
+}
 
-    /// Reads change nothing: they are not recorded when allowed.
-    fn is_read(&self) -> bool {
-        self.method == Method::GET || self.method == Method::HEAD
-    }
+/// What the audit log records of an answer: its status, and the target a handler named when
+/// the path does not.
+fn answer(resp: &Response) -> (StatusCode, Option<String>) {
+    let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+    (resp.status(), target)
+}
+
+/// Reads change nothing: they are not recorded when allowed.
+fn is_read(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
 }
 
 fn refusal(status: StatusCode, msg: String, basic: bool) -> Response {
@@ -1139,21 +1146,24 @@ pub async fn layer(
                 }
             }
         }
-        let facts = RequestFacts::of(&req);
-        let who = req.extensions().get::<Identity>().cloned();
+        // A change through an open path (e.g. hosts registering themselves through a
+        // self-auth `/api/v0/host`) is recorded like any other; by nobody when no credentials
+        // came with it. Reads (the scraped `/metrics` and `/status`) take nothing here.
+        let change = (!is_read(req.method())).then(|| {
+            (
+                RequestFacts::of(&req),
+                req.extensions().get::<Identity>().cloned(),
+            )
+        });
         let resp = next.run(req).await;
-        if !facts.is_read() {
-            // A change through an open path (e.g. hosts registering themselves through a
-            // self-auth `/api/v0/host`) is recorded like any other; by nobody when no
-            // credentials came with it.
-            let status = resp.status();
-            let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+        if let Some((facts, who)) = change {
+            let (status, target) = answer(&resp);
             auth.audit(who.as_ref(), &facts, status, target).await;
         }
         return resp;
     }
     let facts = RequestFacts::of(&req);
-    let read = facts.is_read();
+    let read = is_read(&facts.method);
     let basic = auth.plugins.iter().any(Plugin::uses_basic);
     let who = if auth.plugins.is_empty() {
         // insecure-no-auth: everyone is an anonymous admin (and still audited).
@@ -1203,9 +1213,8 @@ pub async fn layer(
     }
     req.extensions_mut().insert(who.clone());
     let resp = next.run(req).await;
-    let status = resp.status();
+    let (status, target) = answer(&resp);
     if !read || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let target = resp.extensions().get::<AuditTarget>().map(|t| t.0.clone());
         auth.audit(Some(&who), &facts, status, target).await;
     }
     resp

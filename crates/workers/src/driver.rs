@@ -561,7 +561,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_spread_round_starts_every_key_once_within_half_the_interval() {
-        // 21 keys: two whole groups and a partial one.
+        // Two whole groups and a partial one.
         let n = SPREAD_GROUP * 2 + 5;
         let r = Arc::new(Many(Arc::into_inner(counting(false)).unwrap(), n));
         let (tx, rx) = watch::channel(false);
